@@ -1,0 +1,1 @@
+"""Generated protobuf modules. Regenerate with scripts/gen-protos; never edit by hand."""

@@ -1,0 +1,223 @@
+"""Judges Workload API answers: parses SVIDs, bundles and tokens, and rejects malformed ones.
+
+Only public facts are kept (SPIFFE ID, serial, validity, counts). Private keys are checked for
+presence, never read, and tokens are decoded only to read their public claims.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.x509.oid import ExtensionOID
+
+from exporter._proto import workload_pb2
+
+INVALID_RESPONSE = "INVALID_RESPONSE"
+
+
+class MalformedAnswer(Exception):
+    """The agent answered, but the answer is not something a workload could use."""
+
+    code = INVALID_RESPONSE
+
+
+@dataclass(frozen=True)
+class SvidInfo:
+    kind: str  # "x509" or "jwt"
+    spiffe_id: str
+    issued: float  # Unix seconds: the leaf's notBefore, or the token's iat
+    expiry: float  # Unix seconds: the leaf's notAfter, or the token's exp
+    serial: str  # leaf serial number, or the token's jti (iat when it has none)
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    kind: str  # "x509" or "jwt"
+    trust_domain: str
+    items: int  # CA certificates, or JWKS keys
+    earliest_expiry: float | None  # earliest CA notAfter; None for JWT bundles
+
+
+def split_der(blob: bytes) -> list[bytes]:
+    """Split concatenated DER SEQUENCEs (a certificate chain or bundle)."""
+    parts: list[bytes] = []
+    i = 0
+    while i < len(blob):
+        if blob[i] != 0x30 or i + 2 > len(blob):
+            raise MalformedAnswer("certificate data is not a DER sequence")
+        first = blob[i + 1]
+        if first < 0x80:
+            length, header = first, 2
+        else:
+            n = first & 0x7F
+            if n == 0 or n > 4 or i + 2 + n > len(blob):
+                raise MalformedAnswer("certificate data has a bad DER length")
+            length, header = int.from_bytes(blob[i + 2 : i + 2 + n], "big"), 2 + n
+        end = i + header + length
+        if end > len(blob):
+            raise MalformedAnswer("certificate data is truncated")
+        parts.append(blob[i:end])
+        i = end
+    return parts
+
+
+def load_certificates(blob: bytes) -> list[x509.Certificate]:
+    certs = []
+    for der in split_der(blob):
+        try:
+            certs.append(x509.load_der_x509_certificate(der))
+        except ValueError as e:
+            raise MalformedAnswer(f"unparseable certificate: {e}") from None
+    if not certs:
+        raise MalformedAnswer("no certificates")
+    return certs
+
+
+def spiffe_uris(cert: x509.Certificate) -> list[str]:
+    try:
+        san = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
+    except x509.ExtensionNotFound:
+        return []
+    return [u for u in san.get_values_for_type(x509.UniformResourceIdentifier) if u.startswith("spiffe://")]
+
+
+def _ts(when: dt.datetime) -> float:
+    return when.timestamp()
+
+
+def x509_svids(answer: workload_pb2.X509SVIDResponse, now: float) -> list[SvidInfo]:
+    if not answer.svids:
+        raise MalformedAnswer("response holds no X.509-SVIDs")
+    infos = []
+    for svid in answer.svids:
+        if not svid.spiffe_id.startswith("spiffe://"):
+            raise MalformedAnswer("SVID has no SPIFFE ID")
+        if not svid.x509_svid_key:
+            raise MalformedAnswer(f"SVID {svid.spiffe_id} comes without its private key")
+        leaf = load_certificates(svid.x509_svid)[0]
+        if _is_ca(leaf):
+            raise MalformedAnswer(f"SVID {svid.spiffe_id} chain starts with a CA, not a leaf")
+        if spiffe_uris(leaf) != [svid.spiffe_id]:
+            raise MalformedAnswer(f"leaf certificate's URI SAN does not name {svid.spiffe_id}")
+        if not svid.bundle:
+            raise MalformedAnswer(f"SVID {svid.spiffe_id} comes without a trust bundle")
+        load_certificates(svid.bundle)
+        expiry = _ts(leaf.not_valid_after_utc)
+        if expiry <= now:
+            raise MalformedAnswer(f"SVID {svid.spiffe_id} has expired")
+        infos.append(
+            SvidInfo(
+                "x509",
+                svid.spiffe_id,
+                _ts(leaf.not_valid_before_utc),
+                expiry,
+                format(leaf.serial_number, "x"),
+            )
+        )
+    return infos
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
+    except x509.ExtensionNotFound:
+        return False
+
+
+def x509_bundles(bundles: Mapping[str, bytes]) -> list[BundleInfo]:
+    items = dict(bundles)
+    if not items:
+        raise MalformedAnswer("response holds no X.509 bundles")
+    infos = []
+    for td, blob in sorted(items.items()):
+        certs = load_certificates(blob)
+        earliest = min(_ts(c.not_valid_after_utc) for c in certs)
+        infos.append(BundleInfo("x509", trust_domain_name(td), len(certs), earliest))
+    return infos
+
+
+def jwt_bundles(bundles: Mapping[str, bytes]) -> list[BundleInfo]:
+    items = dict(bundles)
+    if not items:
+        raise MalformedAnswer("response holds no JWT bundles")
+    infos = []
+    for td, blob in sorted(items.items()):
+        try:
+            doc = json.loads(blob)
+        except (ValueError, UnicodeDecodeError):
+            raise MalformedAnswer(f"JWT bundle for {td} is not JSON") from None
+        keys = doc.get("keys") if isinstance(doc, dict) else None
+        if not isinstance(keys, list) or not all(isinstance(k, dict) and "kty" in k for k in keys):
+            raise MalformedAnswer(f"JWT bundle for {td} is not a JWKS")
+        infos.append(BundleInfo("jwt", trust_domain_name(td), len(keys), None))
+    return infos
+
+
+def trust_domain_name(key: str) -> str:
+    """Bundle maps are keyed by 'spiffe://td' (SPIRE) or a bare name; the label is the bare name."""
+    name = key.removeprefix("spiffe://").rstrip("/")
+    if not name or "/" in name:
+        raise MalformedAnswer("bundle keyed by something that is not a trust domain")
+    return name
+
+
+def _b64url(part: str) -> bytes:
+    try:
+        return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+    except (binascii.Error, ValueError):
+        raise MalformedAnswer("JWT segment is not base64url") from None
+
+
+def jwt_claims(token: str) -> dict[str, object]:
+    """Public claims of a compact JWS; the signature is the agent's to check (ValidateJWTSVID)."""
+    parts = token.split(".")
+    if len(parts) != 3 or not all(parts[:2]):
+        raise MalformedAnswer("JWT is not three dot-separated segments")
+    try:
+        header = json.loads(_b64url(parts[0]))
+        claims = json.loads(_b64url(parts[1]))
+    except (ValueError, UnicodeDecodeError):
+        raise MalformedAnswer("JWT header or claims are not JSON") from None
+    if not isinstance(header, dict) or not isinstance(claims, dict):
+        raise MalformedAnswer("JWT header or claims are not JSON objects")
+    return claims
+
+
+def _number(claims: dict[str, object], name: str) -> float:
+    value = claims.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise MalformedAnswer(f"JWT has no numeric {name}")
+    return float(value)
+
+
+def jwt_svid(spiffe_id: str, token: str, audience: list[str], now: float) -> SvidInfo:
+    claims = jwt_claims(token)
+    if claims.get("sub") != spiffe_id:
+        raise MalformedAnswer("JWT sub does not match the SVID's SPIFFE ID")
+    aud = claims.get("aud")
+    auds = aud if isinstance(aud, list) else [aud]
+    if not set(audience) <= set(auds):
+        raise MalformedAnswer("JWT aud does not hold the requested audience")
+    exp = _number(claims, "exp")
+    if exp <= now:
+        raise MalformedAnswer("JWT has expired")
+    iat = _number(claims, "iat") if "iat" in claims else exp
+    jti = claims.get("jti")
+    return SvidInfo(
+        "jwt", spiffe_id, iat, exp, str(jti) if isinstance(jti, str) and jti else f"iat:{iat:.0f}"
+    )
+
+
+def jwt_svids(answer: workload_pb2.JWTSVIDResponse, audience: list[str], now: float) -> list[SvidInfo]:
+    if not answer.svids:
+        raise MalformedAnswer("response holds no JWT-SVIDs")
+    for svid in answer.svids:
+        if not svid.spiffe_id.startswith("spiffe://"):
+            raise MalformedAnswer("JWT-SVID has no SPIFFE ID")
+    return [jwt_svid(s.spiffe_id, s.svid, audience, now) for s in answer.svids]

@@ -1,0 +1,103 @@
+"""Reads a process's memory cgroup, v1 or v2: usage, effective limit, peak and OOM kills."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from exporter.state import CgroupSample
+
+# v1 reports "no limit" as a page-rounded 2^63-1; anything this large is no limit.
+_UNLIMITED = 1 << 60
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    if text == "max":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def _read_keyed(path: Path, key: str) -> int | None:
+    try:
+        for line in path.read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == key:
+                return int(value)
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _inside(root: Path, relative: str) -> Path | None:
+    """The cgroup directory, or None if the path leaves the mounted tree (another cgroup namespace)."""
+    full = Path(os.path.normpath(str(root) + "/" + relative.lstrip("/")))
+    return full if full == root or root in full.parents else None
+
+
+def locate(proc_cgroup: str, root: Path) -> tuple[int, Path] | None:
+    """(version, directory) of the memory cgroup named by a /proc/<pid>/cgroup text."""
+    v2_path = None
+    for line in proc_cgroup.splitlines():
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if hierarchy != "0" and "memory" in controllers.split(","):
+            directory = _inside(root / "memory", path)
+            if directory and directory.is_dir():
+                return 1, directory
+        if hierarchy == "0" and controllers == "":
+            v2_path = path
+    if v2_path is not None:
+        directory = _inside(root, v2_path)
+        if directory and (directory / "memory.current").exists():
+            return 2, directory
+    return None
+
+
+def _v2_limit(directory: Path, root: Path) -> int | None:
+    """The smallest memory.max from the cgroup up to the root: the limit that actually applies."""
+    limits = []
+    node = directory
+    while True:
+        value = _read_int(node / "memory.max")
+        if value is not None:
+            limits.append(value)
+        if node == root or root not in node.parents:
+            break
+        node = node.parent
+    return min(limits) if limits else None
+
+
+def read(pid: int, proc_root: Path, root: Path) -> CgroupSample | None:
+    try:
+        text = (proc_root / str(pid) / "cgroup").read_text()
+    except OSError:
+        return None
+    found = locate(text, root)
+    if found is None:
+        return None
+    version, directory = found
+    if version == 2:
+        return CgroupSample(
+            version=2,
+            usage=_read_int(directory / "memory.current"),
+            limit=_v2_limit(directory, root),
+            peak=_read_int(directory / "memory.peak"),
+            oom_kills=_read_keyed(directory / "memory.events", "oom_kill"),
+        )
+    limit = _read_keyed(directory / "memory.stat", "hierarchical_memory_limit")
+    if limit is None:
+        limit = _read_int(directory / "memory.limit_in_bytes")
+    return CgroupSample(
+        version=1,
+        usage=_read_int(directory / "memory.usage_in_bytes"),
+        limit=limit if limit is not None and limit < _UNLIMITED else None,
+        peak=_read_int(directory / "memory.max_usage_in_bytes"),
+        oom_kills=_read_keyed(directory / "memory.oom_control", "oom_kill"),
+    )

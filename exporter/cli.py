@@ -1,0 +1,107 @@
+"""Command line: run the exporter, `probe --once` for troubleshooting, `check-config FILE`.
+
+Exit codes: 0 healthy or clean stop; 1 a probe failed (probe --once); 2 a configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+
+from exporter import __version__, logs
+from exporter.app import Exporter
+from exporter.config import FLAGS, Config, ConfigError, load
+from exporter.logs import event
+from exporter.once import run_once
+
+EXIT_CONFIG = 2
+log = logging.getLogger("exporter")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        # Usage mistakes are configuration errors: one line, exit code 2.
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG)
+
+
+def _common_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config.file", dest="config_file", metavar="FILE", help="YAML configuration file")
+    for flag in FLAGS:
+        parser.add_argument(f"--{flag}", dest=flag, default=None, metavar="VALUE")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="spire-health-exporter", description="Probes a SPIRE agent's Workload API.")
+    parser.add_argument("--version", action="version", version=f"spire-health-exporter {__version__}")
+    _common_flags(parser)
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    probe = sub.add_parser("probe", help="run every enabled probe and print a table")
+    probe.add_argument("--once", action="store_true", required=True, help="run each probe once, then exit")
+    _common_flags(probe)
+    check = sub.add_parser("check-config", help="validate a configuration file")
+    check.add_argument("file")
+    return parser
+
+
+def _flags(args: argparse.Namespace) -> dict[str, str | None]:
+    return {flag: getattr(args, flag, None) for flag in FLAGS}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "check-config":
+            load(args.file, environ={}, flags={})
+            print(f"{args.file}: configuration is valid")
+            return 0
+        config = load(args.config_file, flags=_flags(args))
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    logs.setup(config.get("log", "level"), config.get("log", "format"))
+    if args.command == "probe":
+        return run_once(config)
+    return serve(config)
+
+
+def serve(config: Config) -> int:
+    exporter = Exporter(config)
+    try:
+        server = exporter.serve()
+    except OSError as e:
+        event(
+            log,
+            logging.ERROR,
+            "cannot listen",
+            address=exporter.config.get("web", "listen_address"),
+            error=str(e),
+        )
+        return 1
+    stopping = threading.Event()
+
+    def stop(signum: int, _frame: object) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    exporter.start()
+    event(log, logging.INFO, "started", version=__version__, endpoint=exporter.config.endpoint)
+    http = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.5}, name="http", daemon=True
+    )
+    http.start()
+    while not stopping.wait(1.0):
+        pass
+    event(log, logging.INFO, "stopping")
+    server.shutdown()
+    server.server_close()
+    started = time.monotonic()
+    exporter.stop()
+    event(log, logging.DEBUG, "stopped", seconds=round(time.monotonic() - started, 3))
+    return 0

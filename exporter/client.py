@@ -1,0 +1,177 @@
+"""A small SPIFFE Workload API client over a Unix socket.
+
+One channel is reused for every call: a new channel per request is one of the client habits
+that makes agents slow. Every call carries the security header and a deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.message import Message
+
+from exporter._proto import health_pb2, workload_pb2
+
+SECURITY_HEADER = (("workload.spiffe.io", "true"),)
+ENDPOINT_ENV = "SPIFFE_ENDPOINT_SOCKET"
+
+_SERVICE = "/SpiffeWorkloadAPI/"
+_HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+
+# The agent restarts in seconds; grpc's default reconnect backoff grows to two minutes, which
+# would hide a recovered agent from us for far longer than it was down.
+_CHANNEL_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+    ("grpc.enable_retries", 0),
+)
+
+R = TypeVar("R", bound=Message)
+
+
+def socket_target(endpoint: str) -> str:
+    """Turn a socket path or a `unix://` URI into a grpc target."""
+    if endpoint.startswith("unix://"):
+        path = endpoint[len("unix://") :]
+    elif endpoint.startswith("unix:"):
+        path = endpoint[len("unix:") :]
+    else:
+        path = endpoint
+    if not path.startswith("/"):
+        raise ValueError(f"workload API endpoint must be an absolute unix socket path, got {endpoint!r}")
+    return "unix:" + path
+
+
+def endpoint_from_env() -> str | None:
+    return os.environ.get(ENDPOINT_ENV) or None
+
+
+class WorkloadClient:
+    """Calls the Workload API; every method takes a timeout in seconds and raises grpc.RpcError."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self._channel = grpc.insecure_channel(socket_target(endpoint), options=_CHANNEL_OPTIONS)
+        self._lock = threading.Lock()
+        self._calls: dict[str, Any] = {}
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> WorkloadClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _callable(self, method: str, kind: str, response: type[Message]) -> Any:
+        with self._lock:
+            if method not in self._calls:
+                factory: Callable[..., Any] = getattr(self._channel, kind)
+                self._calls[method] = factory(
+                    method,
+                    request_serializer=lambda m: m.SerializeToString(),
+                    response_deserializer=response.FromString,
+                )
+            return self._calls[method]
+
+    def _unary(self, method: str, request: Message, response: type[R], timeout: float, header: bool) -> R:
+        call = self._callable(method, "unary_unary", response)
+        return call(request, timeout=timeout, metadata=SECURITY_HEADER if header else None)
+
+    def _first(self, method: str, request: Message, response: type[R], timeout: float, header: bool) -> R:
+        """The first message of a server stream; the stream is then cancelled."""
+        call = self._callable(method, "unary_stream", response)
+        stream = call(request, timeout=timeout, metadata=SECURITY_HEADER if header else None)
+        try:
+            return next(stream)
+        except StopIteration:
+            # A stream that closes OK without a message is an answer the caller must judge.
+            raise EmptyStreamError(method) from None
+        finally:
+            stream.cancel()
+
+    def fetch_x509_svid(self, timeout: float, header: bool = True) -> workload_pb2.X509SVIDResponse:
+        return self._first(
+            _SERVICE + "FetchX509SVID",
+            workload_pb2.X509SVIDRequest(),
+            workload_pb2.X509SVIDResponse,
+            timeout,
+            header,
+        )
+
+    def fetch_x509_bundles(self, timeout: float) -> workload_pb2.X509BundlesResponse:
+        return self._first(
+            _SERVICE + "FetchX509Bundles",
+            workload_pb2.X509BundlesRequest(),
+            workload_pb2.X509BundlesResponse,
+            timeout,
+            True,
+        )
+
+    def fetch_jwt_svid(
+        self, audience: list[str], timeout: float, spiffe_id: str = ""
+    ) -> workload_pb2.JWTSVIDResponse:
+        return self._unary(
+            _SERVICE + "FetchJWTSVID",
+            workload_pb2.JWTSVIDRequest(audience=audience, spiffe_id=spiffe_id),
+            workload_pb2.JWTSVIDResponse,
+            timeout,
+            True,
+        )
+
+    def fetch_jwt_bundles(self, timeout: float) -> workload_pb2.JWTBundlesResponse:
+        return self._first(
+            _SERVICE + "FetchJWTBundles",
+            workload_pb2.JWTBundlesRequest(),
+            workload_pb2.JWTBundlesResponse,
+            timeout,
+            True,
+        )
+
+    def validate_jwt_svid(
+        self, audience: str, token: str, timeout: float
+    ) -> workload_pb2.ValidateJWTSVIDResponse:
+        return self._unary(
+            _SERVICE + "ValidateJWTSVID",
+            workload_pb2.ValidateJWTSVIDRequest(audience=audience, svid=token),
+            workload_pb2.ValidateJWTSVIDResponse,
+            timeout,
+            True,
+        )
+
+    def health_check(self, timeout: float) -> health_pb2.HealthCheckResponse:
+        return self._unary(
+            _HEALTH_CHECK,
+            health_pb2.HealthCheckRequest(),
+            health_pb2.HealthCheckResponse,
+            timeout,
+            False,
+        )
+
+    def watch_x509_svid(self, timeout: float) -> WatchStream:
+        """A long-lived FetchX509SVID stream; the deadline bounds its whole life."""
+        call = self._callable(_SERVICE + "FetchX509SVID", "unary_stream", workload_pb2.X509SVIDResponse)
+        return WatchStream(call(workload_pb2.X509SVIDRequest(), timeout=timeout, metadata=SECURITY_HEADER))
+
+
+class EmptyStreamError(Exception):
+    """The server closed a stream with OK before sending its first message."""
+
+
+class WatchStream:
+    """Iterates X509SVIDResponses until the stream ends; cancel() may be called from any thread."""
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+
+    def __iter__(self) -> Iterator[workload_pb2.X509SVIDResponse]:
+        return iter(self._call)
+
+    def cancel(self) -> None:
+        self._call.cancel()

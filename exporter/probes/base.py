@@ -1,0 +1,57 @@
+"""What every prober shares: one signature, and one way to time a call and judge its answer."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol, TypeVar
+
+import grpc
+
+from exporter.answers import INVALID_RESPONSE, BundleInfo, MalformedAnswer, SvidInfo
+from exporter.client import EmptyStreamError, WorkloadClient
+from exporter.config import ProbeSettings
+from exporter.state import OK, ProbeResult
+
+T = TypeVar("T")
+log = logging.getLogger("exporter.probes")
+
+Judged = tuple[Sequence[SvidInfo], Sequence[BundleInfo]]
+
+
+class Probe(Protocol):
+    def __call__(self, client: WorkloadClient, settings: ProbeSettings) -> ProbeResult: ...
+
+
+def classify(error: grpc.RpcError) -> tuple[str, str]:
+    """(code, message) for a failed call. Answers grpc could not decode are malformed answers."""
+    code = error.code() if hasattr(error, "code") else None
+    details = (error.details() if hasattr(error, "details") else "") or ""
+    if code is None:
+        return "UNKNOWN", details
+    if code == grpc.StatusCode.INTERNAL and details.startswith("Exception deserializing"):
+        return INVALID_RESPONSE, "response is not a valid protobuf message"
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details:
+        return INVALID_RESPONSE, details
+    return code.name, details
+
+
+def timed(rpc: str, call: Callable[[], T], judge: Callable[[T], Judged]) -> ProbeResult:
+    """Time `call` alone, then judge its answer; every failure becomes a code, never an exception."""
+    start = time.perf_counter()
+    try:
+        answer = call()
+    except grpc.RpcError as e:
+        code, message = classify(e)
+        return ProbeResult(rpc, code, time.perf_counter() - start, message)
+    except EmptyStreamError:
+        return ProbeResult(
+            rpc, INVALID_RESPONSE, time.perf_counter() - start, "stream ended before any message"
+        )
+    duration = time.perf_counter() - start
+    try:
+        svids, bundles = judge(answer)
+    except MalformedAnswer as e:
+        return ProbeResult(rpc, e.code, duration, str(e))
+    return ProbeResult(rpc, OK, duration, svids=tuple(svids), bundles=tuple(bundles))

@@ -1,0 +1,89 @@
+"""A long-lived FetchX509SVID stream that counts rotations, as a workload's X509Source would see them.
+
+The stream is reopened with capped exponential backoff when it breaks, and proactively when it
+reaches its maximum age, so that even this call carries a deadline.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import grpc
+
+from exporter.answers import MalformedAnswer, x509_svids
+from exporter.client import WatchStream, WorkloadClient
+from exporter.logs import event
+from exporter.probes.base import classify
+from exporter.state import ProbeState
+
+log = logging.getLogger("exporter.watch")
+MIN_BACKOFF, MAX_BACKOFF = 0.5, 30.0
+
+
+class RotationWatch:
+    def __init__(self, client: WorkloadClient, state: ProbeState, max_stream_age: float) -> None:
+        self.client = client
+        self.state = state
+        self.max_stream_age = max_stream_age
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._stream: WatchStream | None = None
+        self._thread = threading.Thread(target=self._run, name="watch-x509", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._lock:
+            if self._stream:
+                self._stream.cancel()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        backoff = MIN_BACKOFF
+        broken = False
+        while not self._stop.is_set():
+            opened = time.monotonic()
+            got_message, code, message = self._follow()
+            if self._stop.is_set():
+                return
+            if got_message:
+                backoff = MIN_BACKOFF
+                if broken:
+                    event(log, logging.INFO, "rotation watch stream restored")
+                broken = False
+            if code == "DEADLINE_EXCEEDED" and time.monotonic() - opened >= self.max_stream_age * 0.99:
+                continue  # aged out on purpose: reopen at once
+            if not broken:
+                event(log, logging.WARNING, "rotation watch stream broke", code=code, error=message)
+                broken = True
+            self._stop.wait(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+
+    def _follow(self) -> tuple[bool, str, str]:
+        """Follow one stream until it ends: (got a message, code, message)."""
+        stream = self.client.watch_x509_svid(self.max_stream_age)
+        with self._lock:
+            self._stream = stream
+        got_message = False
+        try:
+            for answer in stream:
+                got_message = True
+                try:
+                    svids = x509_svids(answer, time.time())
+                except MalformedAnswer as e:
+                    event(log, logging.WARNING, "rotation watch got a malformed update", error=str(e))
+                    continue
+                for spiffe_id in self.state.record_watch(svids):
+                    event(log, logging.INFO, "X.509-SVID rotated", spiffe_id=spiffe_id)
+            return got_message, "OK", "stream ended"
+        except grpc.RpcError as e:
+            code, message = classify(e)
+            return got_message, code, message
+        finally:
+            with self._lock:
+                self._stream = None
+            stream.cancel()

@@ -1,0 +1,390 @@
+#!/usr/bin/env python3
+"""A real SPIRE server and agent on one host, for the tests and for a person's demo.
+
+Everything listens on 127.0.0.1 or on Unix sockets inside one temporary directory.
+
+    python scripts/local_spire.py run          # SPIRE only; prints the agent socket
+    python scripts/local_spire.py demo         # SPIRE plus the exporter; prints the metrics URL
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SPIRE_VERSION = "v1.13.3"
+TRUST_DOMAIN = "example.org"
+HERE = Path(__file__).resolve().parent
+
+
+class SpireUnavailable(RuntimeError):
+    """SPIRE binaries can't be found or built; the message is one line saying how to provide them."""
+
+
+def find_spire_bin_dir() -> Path:
+    """SPIRE_BIN_DIR, then PATH, then the build cache (building it if Go is here)."""
+    named = os.environ.get("SPIRE_BIN_DIR")
+    if named:
+        for candidate in (Path(named), Path(named) / "bin"):
+            if (candidate / "spire-server").is_file() and (candidate / "spire-agent").is_file():
+                return candidate
+        raise SpireUnavailable(f"SPIRE_BIN_DIR={named} holds no spire-server and spire-agent")
+    server, agent = shutil.which("spire-server"), shutil.which("spire-agent")
+    if server and agent and Path(server).parent == Path(agent).parent:
+        return Path(server).parent
+    built = subprocess.run(
+        [str(HERE / "build-spire")], stdout=subprocess.PIPE, stderr=sys.stderr, text=True, check=False
+    )
+    if built.returncode != 0:
+        raise SpireUnavailable(
+            "SPIRE not available: set SPIRE_BIN_DIR to an unpacked SPIRE "
+            f"{SPIRE_VERSION} release, or install a Go toolchain and gcc so scripts/build-spire can build it"
+        )
+    return Path(built.stdout.strip().splitlines()[-1])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):  # noqa: ANN001, ANN201
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+class LocalSpire:
+    """Starts, controls and tears down a SPIRE server and agent in a temporary directory."""
+
+    def __init__(self, bin_dir: Path | None = None, workdir: Path | None = None) -> None:
+        self.bin_dir = bin_dir or find_spire_bin_dir()
+        self._own_workdir = workdir is None
+        self.dir = workdir or Path(tempfile.mkdtemp(prefix="spire-"))
+        self.trust_domain = TRUST_DOMAIN
+        self.server_port = free_port()
+        self.health_port = free_port()
+        self.telemetry_port = free_port()
+        self.server_socket = self.dir / "server" / "api.sock"
+        self.agent_socket = self.dir / "agent" / "agent.sock"
+        self.agent_id = f"spiffe://{TRUST_DOMAIN}/host"
+        self.workload_id = f"spiffe://{TRUST_DOMAIN}/probe"
+        self.server: subprocess.Popen[bytes] | None = None
+        self.agent: subprocess.Popen[bytes] | None = None
+        self.entry_id: str | None = None
+
+    # -- configuration -------------------------------------------------------------------------
+
+    def _write_configs(self) -> None:
+        (self.dir / "server" / "data").mkdir(parents=True, exist_ok=True)
+        (self.dir / "agent" / "data").mkdir(parents=True, exist_ok=True)
+        d = self.dir
+        (d / "server" / "server.conf").write_text(
+            f"""server {{
+  bind_address = "127.0.0.1"
+  bind_port = "{self.server_port}"
+  socket_path = "{self.server_socket}"
+  trust_domain = "{TRUST_DOMAIN}"
+  data_dir = "{d}/server/data"
+  log_level = "INFO"
+}}
+plugins {{
+  DataStore "sql" {{
+    plugin_data {{
+      database_type = "sqlite3"
+      connection_string = "{d}/server/data/datastore.sqlite3"
+    }}
+  }}
+  NodeAttestor "join_token" {{
+    plugin_data {{}}
+  }}
+  KeyManager "disk" {{
+    plugin_data {{
+      keys_path = "{d}/server/data/keys.json"
+    }}
+  }}
+}}
+"""
+        )
+        (d / "agent" / "agent.conf").write_text(
+            f"""agent {{
+  data_dir = "{d}/agent/data"
+  log_level = "INFO"
+  server_address = "127.0.0.1"
+  server_port = "{self.server_port}"
+  socket_path = "{self.agent_socket}"
+  trust_bundle_path = "{d}/agent/bundle.pem"
+  trust_domain = "{TRUST_DOMAIN}"
+}}
+plugins {{
+  NodeAttestor "join_token" {{
+    plugin_data {{}}
+  }}
+  KeyManager "disk" {{
+    plugin_data {{
+      directory = "{d}/agent/data"
+    }}
+  }}
+  WorkloadAttestor "unix" {{
+    plugin_data {{}}
+  }}
+}}
+health_checks {{
+  listener_enabled = true
+  bind_address = "127.0.0.1"
+  bind_port = "{self.health_port}"
+  live_path = "/live"
+  ready_path = "/ready"
+}}
+telemetry {{
+  Prometheus {{
+    host = "127.0.0.1"
+    port = {self.telemetry_port}
+  }}
+}}
+"""
+        )
+
+    # -- processes -----------------------------------------------------------------------------
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        log = open(self.dir / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
+        try:
+            return subprocess.Popen(
+                [str(self.bin_dir / name), *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+
+    def server_cli(self, *args: str, check: bool = True) -> str:
+        cmd = [str(self.bin_dir / "spire-server"), args[0], *args[1:], "-socketPath", str(self.server_socket)]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
+        if check and done.returncode != 0:
+            raise RuntimeError(f"{' '.join(args[:2])} failed: {done.stderr.strip() or done.stdout.strip()}")
+        return done.stdout
+
+    def agent_cli(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        cmd = [str(self.bin_dir / "spire-agent"), *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+
+    def start_server(self) -> None:
+        self.server = self._spawn(
+            "spire-server", ["run", "-config", str(self.dir / "server" / "server.conf")]
+        )
+
+        def healthy() -> bool:
+            self._raise_if_dead(self.server, "spire-server")
+            return self.server_cli("healthcheck", check=False).find("healthy") >= 0
+
+        wait_until(healthy, 60, "spire-server to become healthy")
+
+    def stop_server(self) -> None:
+        self._stop(self.server)
+        self.server = None
+
+    def start_agent(self, join_token: str | None = None) -> None:
+        args = ["run", "-config", str(self.dir / "agent" / "agent.conf")]
+        if join_token:
+            args += ["-joinToken", join_token]
+        self.agent = self._spawn("spire-agent", args)
+        wait_until(self._agent_healthy, 60, "spire-agent to serve its socket")
+
+    def _agent_healthy(self) -> bool:
+        self._raise_if_dead(self.agent, "spire-agent")
+        done = self.agent_cli("healthcheck", "-socketPath", str(self.agent_socket), timeout=10)
+        return done.returncode == 0
+
+    def kill_agent(self) -> None:
+        """SIGKILL, as the OOM killer would."""
+        if self.agent and self.agent.poll() is None:
+            os.kill(self.agent.pid, signal.SIGCONT)
+            self.agent.kill()
+            self.agent.wait(10)
+        self.agent = None
+
+    def restart_agent(self) -> None:
+        """Kill and start again; the disk key manager keeps its node SVID, so no new join token."""
+        self.kill_agent()
+        self.start_agent()
+
+    def pause_agent(self) -> None:
+        assert self.agent
+        os.kill(self.agent.pid, signal.SIGSTOP)
+
+    def resume_agent(self) -> None:
+        assert self.agent
+        os.kill(self.agent.pid, signal.SIGCONT)
+
+    @property
+    def agent_pid(self) -> int:
+        assert self.agent
+        return self.agent.pid
+
+    @staticmethod
+    def _raise_if_dead(proc: subprocess.Popen[bytes] | None, name: str) -> None:
+        if proc is None or proc.poll() is not None:
+            raise RuntimeError(f"{name} exited; see its log in the SPIRE work directory")
+
+    @staticmethod
+    def _stop(proc: subprocess.Popen[bytes] | None) -> None:
+        if proc is None or proc.poll() is not None:
+            return
+        os.kill(proc.pid, signal.SIGCONT)
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+    # -- registration --------------------------------------------------------------------------
+
+    def create_entry(
+        self,
+        spiffe_id: str | None = None,
+        uid: int | None = None,
+        x509_ttl: int | None = None,
+        jwt_ttl: int | None = None,
+    ) -> str:
+        args = [
+            "entry",
+            "create",
+            "-parentID",
+            self.agent_id,
+            "-spiffeID",
+            spiffe_id or self.workload_id,
+            "-selector",
+            f"unix:uid:{os.getuid() if uid is None else uid}",
+            "-output",
+            "json",
+        ]
+        if x509_ttl:
+            args += ["-x509SVIDTTL", str(x509_ttl)]
+        if jwt_ttl:
+            args += ["-jwtSVIDTTL", str(jwt_ttl)]
+        out = json.loads(self.server_cli(*args))
+        return str(out["results"][0]["entry"]["id"])
+
+    def delete_entry(self, entry_id: str) -> None:
+        self.server_cli("entry", "delete", "-entryID", entry_id)
+
+    def bundle_pem(self) -> str:
+        return self.server_cli("bundle", "show", "-format", "pem")
+
+    def fetch_x509_ok(self) -> bool:
+        done = self.agent_cli("api", "fetch", "x509", "-socketPath", str(self.agent_socket), "-timeout", "3s")
+        return done.returncode == 0 and self.workload_id in done.stdout
+
+    def wait_for_svid(self, timeout: float = 60) -> None:
+        wait_until(self.fetch_x509_ok, timeout, f"the agent to serve {self.workload_id}", interval=0.5)
+
+    # -- whole lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> LocalSpire:
+        self._write_configs()
+        self.start_server()
+        (self.dir / "agent" / "bundle.pem").write_text(self.bundle_pem())
+        out = self.server_cli("token", "generate", "-spiffeID", self.agent_id)
+        match = re.search(r"Token:\s*(\S+)", out)
+        if not match:
+            raise RuntimeError("spire-server token generate printed no token")
+        self.start_agent(join_token=match.group(1))
+        self.entry_id = self.create_entry()
+        self.wait_for_svid()
+        return self
+
+    def stop(self) -> None:
+        self._stop(self.agent)
+        self._stop(self.server)
+        self.agent = self.server = None
+        if self._own_workdir and not os.environ.get("KEEP_SPIRE_DIR"):
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> LocalSpire:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _wait_for_signal(duration: float | None) -> None:
+    stop = {"now": False}
+
+    def handler(*_: object) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    end = time.monotonic() + duration if duration else None
+    while not stop["now"] and (end is None or time.monotonic() < end):
+        time.sleep(0.2)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("mode", choices=["run", "demo"])
+    parser.add_argument("--listen", default="127.0.0.1:9989", help="exporter listen address (demo)")
+    parser.add_argument("--duration", type=float, default=None, help="stop by itself after this many seconds")
+    args = parser.parse_args()
+    try:
+        spire = LocalSpire()
+    except SpireUnavailable as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    with spire:
+        print(f"SPIRE {SPIRE_VERSION} running in {spire.dir}", flush=True)
+        print(f"  agent socket:  unix://{spire.agent_socket}", flush=True)
+        print(f"  agent health:  http://127.0.0.1:{spire.health_port}/ready", flush=True)
+        print(f"  SVID for uid {os.getuid()}: {spire.workload_id}", flush=True)
+        exporter = None
+        if args.mode == "demo":
+            exporter = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "exporter",
+                    "--spiffe.endpoint-socket",
+                    f"unix://{spire.agent_socket}",
+                    "--web.listen-address",
+                    args.listen,
+                    "--agent.health-url",
+                    f"http://127.0.0.1:{spire.health_port}",
+                    "--agent.cmdline-pattern",
+                    f"spire-agent run -config {spire.dir}/agent/agent.conf",
+                ]
+            )
+            print(f"exporter metrics at http://{args.listen}/metrics (status page at /)", flush=True)
+        print("Ctrl-C stops everything.", flush=True)
+        try:
+            _wait_for_signal(args.duration)
+        finally:
+            if exporter:
+                exporter.terminate()
+                exporter.wait(10)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,69 @@
+"""Shared fixtures: the real local SPIRE, a fake Workload API for fault injection, and helpers.
+
+Under CI=true a real component that can't be had fails the run instead of skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from local_spire import LocalSpire, SpireUnavailable  # noqa: E402
+
+IN_CI = os.environ.get("CI") == "true"
+
+
+def require(reason: str) -> None:
+    """Skip locally, fail in CI: a missing real component is never skipped silently there."""
+    if IN_CI:
+        pytest.fail(f"CI=true but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def spire() -> Iterator[LocalSpire]:
+    try:
+        local = LocalSpire()
+    except SpireUnavailable as e:
+        require(str(e))
+    try:
+        local.start()
+    except Exception:
+        local.stop()
+        raise
+    yield local
+    local.stop()
+
+
+@pytest.fixture
+def healthy_spire(spire: LocalSpire) -> Iterator[LocalSpire]:
+    """The shared SPIRE, put back to health before and after a test that disturbs it."""
+    _heal(spire)
+    yield spire
+    _heal(spire)
+
+
+def _heal(spire: LocalSpire) -> None:
+    if spire.server is None or spire.server.poll() is not None:
+        spire.start_server()
+    if spire.agent is None or spire.agent.poll() is not None:
+        spire.start_agent()
+    else:
+        spire.resume_agent()
+    entries = spire.server_cli("entry", "show", "-spiffeID", spire.workload_id)
+    if spire.entry_id is None or spire.entry_id not in entries:
+        spire.entry_id = spire.create_entry()
+    spire.wait_for_svid()
+
+
+@pytest.fixture
+def endpoint(spire: LocalSpire) -> str:
+    return f"unix://{spire.agent_socket}"
