@@ -42,7 +42,8 @@ def test_real_agent_serves_jwt_svid(spire, endpoint) -> None:
     # Default JWT-SVID TTL is five minutes.
     assert now + 200 < claims["exp"] <= now + 301
     print(
-        f"real agent served JWT-SVID {spire.workload_id}, aud={claims['aud']}, exp in {claims['exp'] - now:.0f} s"
+        f"real agent served JWT-SVID {spire.workload_id}, aud={claims['aud']}, "
+        f"exp in {claims['exp'] - now:.0f} s"
     )
 
 
