@@ -13,17 +13,20 @@ from prometheus_client import CollectorRegistry
 
 from exporter.client import WorkloadClient
 from exporter.collector import ExporterCollector
-from exporter.config import Config, ProbeSettings, split_listen_address
+from exporter.config import HEALTH_PROBE, ROUNDTRIP_PROBE, Config, ProbeSettings, split_listen_address
 from exporter.logs import event
 from exporter.monitor import AgentMonitor
 from exporter.probes import build_probes
 from exporter.probes.base import Probe
+from exporter.probes.health_check import NOT_SERVING
 from exporter.scheduler import Job, Scheduler
-from exporter.state import ProbeState
+from exporter.state import STALE_TOKEN, ProbeState
 from exporter.watch import RotationWatch
 from exporter.web import ExporterServer
 
 log = logging.getLogger("exporter")
+# Failure codes of a probe's own, shown at zero from the start like the common ones.
+EXTRA_CODES = {ROUNDTRIP_PROBE: (STALE_TOKEN,), HEALTH_PROBE: (NOT_SERVING,)}
 
 
 def probe_job(
@@ -50,7 +53,7 @@ class Exporter:
         jobs = []
         for name, settings in config.probes.items():
             if settings.enabled:
-                self.state.register(name)
+                self.state.register(name, EXTRA_CODES.get(name, ()))
                 jobs.append(
                     Job(
                         name,

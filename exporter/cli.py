@@ -30,23 +30,50 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_CONFIG)
 
 
+FLAG_HELP = {
+    "spiffe.endpoint-socket": "Workload API socket, unix:///path (default: $SPIFFE_ENDPOINT_SOCKET)",
+    "web.listen-address": "address to serve metrics on (default :9989)",
+    "web.telemetry-path": "path of the metrics page (default /metrics)",
+    "web.config.file": "exporter-toolkit web config for TLS and basic auth",
+    "log.level": "debug, info, warn or error (default info)",
+    "log.format": "logfmt or json (default logfmt)",
+    "probes.interval": "time between probes of one RPC (default 15s)",
+    "probes.timeout": "deadline of each probe (default 5s)",
+    "agent.health-url": "agent health listener base URL, e.g. http://127.0.0.1:9982",
+    "agent.cmdline-pattern": "regular expression that finds the agent process by command line",
+    "agent.pid-file": "file holding the agent's pid",
+}
+EPILOG = "commands: 'probe --once' runs every probe once; 'check-config FILE' validates a file."
+
+
 def _common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config.file", dest="config_file", metavar="FILE", help="YAML configuration file")
     for flag in FLAGS:
-        parser.add_argument(f"--{flag}", dest=flag, default=None, metavar="VALUE")
+        parser.add_argument(f"--{flag}", dest=flag, default=None, metavar="VALUE", help=FLAG_HELP[flag])
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="spire-health-exporter", description="Probes a SPIRE agent's Workload API.")
-    parser.add_argument("--version", action="version", version=f"spire-health-exporter {__version__}")
-    _common_flags(parser)
-    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
-    probe = sub.add_parser("probe", help="run every enabled probe and print a table")
+def build_parsers() -> dict[str | None, argparse.ArgumentParser]:
+    """One parser per command; None is the exporter itself."""
+    prog = "spire-health-exporter"
+    run = _Parser(
+        prog=prog,
+        description="Probes a SPIRE agent's Workload API and serves the results.",
+        allow_abbrev=False,
+    )
+    run.add_argument("--version", action="version", version=f"{prog} {__version__}")
+    _common_flags(run)
+    probe = _Parser(
+        prog=f"{prog} probe",
+        description="Run every enabled probe once and print a table.",
+        allow_abbrev=False,
+    )
     probe.add_argument("--once", action="store_true", required=True, help="run each probe once, then exit")
     _common_flags(probe)
-    check = sub.add_parser("check-config", help="validate a configuration file")
+    check = _Parser(
+        prog=f"{prog} check-config", description="Validate a configuration file.", allow_abbrev=False
+    )
     check.add_argument("file")
-    return parser
+    return {None: run, "probe": probe, "check-config": check}
 
 
 def _flags(args: argparse.Namespace) -> dict[str, str | None]:
@@ -54,7 +81,10 @@ def _flags(args: argparse.Namespace) -> dict[str, str | None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv and argv[0] in ("probe", "check-config") else None
+    args = build_parsers()[command].parse_args(argv[1:] if command else argv)
+    args.command = command
     try:
         if args.command == "check-config":
             load(args.file, environ={}, flags={})

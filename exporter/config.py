@@ -314,6 +314,10 @@ def _validate(tree: dict[str, Any], require_endpoint: bool) -> Config:
         raise ConfigError(f"log.level: {tree['log']['level']!r} is not one of debug, info, warn, error")
     if tree["log"]["format"] not in ("logfmt", "json"):
         raise ConfigError(f"log.format: {tree['log']['format']!r} is not logfmt or json")
+    try:
+        re.compile(tree["agent"]["process"]["cmdline_pattern"])
+    except re.error as e:
+        raise ConfigError(f"agent.process.cmdline_pattern: not a regular expression ({e})") from None
     health_url = tree["agent"]["health"]["url"]
     if health_url and not re.match(r"^https?://[^/\s]+", health_url):
         raise ConfigError(f"agent.health.url: {health_url!r} is not an http(s) URL")

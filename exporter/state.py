@@ -93,16 +93,19 @@ class ProbeState:
         self._rotations: dict[str, int] = {}
         self._serials: dict[str, str] = {}
         self._bundles: dict[tuple[str, str], BundleInfo] = {}
+        self._admitted: set[str] = set()
         self._dropped: set[str] = set()
         self._http_health: dict[str, bool] = {}
         self._process: ProcessSample | None = None
         self._process_up: bool | None = None
         self._cgroup: CgroupSample | None = None
 
-    def register(self, rpc: str) -> None:
+    def register(self, rpc: str, extra_codes: tuple[str, ...] = ()) -> None:
         """Make an rpc's series visible at zero before its first probe."""
         with self._lock:
-            self._rpcs.setdefault(rpc, RpcStats())
+            stats = self._rpcs.setdefault(rpc, RpcStats())
+            for code in extra_codes:
+                stats.counts.setdefault(code, 0)
 
     def record(self, result: ProbeResult) -> None:
         with self._lock:
@@ -117,24 +120,31 @@ class ProbeState:
                 if i < len(BUCKETS):
                     stats.buckets[i] += 1
                 stats.last_success = result.finished_at
-                for svid in result.svids:
-                    self._keep_svid(svid)
+                if result.svids:
+                    self._replace_svids(result.svids)
                 if result.bundles:
                     self._replace_bundles(result.bundles)
         _log_transition(previous, result)
 
     def _admit(self, spiffe_id: str) -> bool:
-        known = spiffe_id in self._rotations or any(k[1] == spiffe_id for k in self._svids)
-        if known or len({k[1] for k in self._svids} | set(self._rotations)) < self._max_ids:
+        """The first max_spiffe_ids distinct IDs get labels; later ones are counted, not exported."""
+        if spiffe_id in self._admitted:
+            return True
+        if len(self._admitted) < self._max_ids:
+            self._admitted.add(spiffe_id)
             return True
         if spiffe_id not in self._dropped and len(self._dropped) < 1000:
             self._dropped.add(spiffe_id)
             event(log, logging.WARNING, "SPIFFE ID over the label cap; not exported", limit=self._max_ids)
         return False
 
-    def _keep_svid(self, svid: SvidInfo) -> None:
-        if self._admit(svid.spiffe_id):
-            self._svids[(svid.kind, svid.spiffe_id)] = svid
+    def _replace_svids(self, svids: tuple[SvidInfo, ...]) -> None:
+        """The latest answer is the whole truth for its kind: an SVID the agent dropped disappears."""
+        kind = svids[0].kind
+        self._svids = {k: v for k, v in self._svids.items() if k[0] != kind}
+        for svid in svids:
+            if self._admit(svid.spiffe_id):
+                self._svids[(svid.kind, svid.spiffe_id)] = svid
 
     def _replace_bundles(self, bundles: tuple[BundleInfo, ...]) -> None:
         kind = bundles[0].kind

@@ -81,6 +81,7 @@ class LocalSpire:
         self.server_port = free_port()
         self.health_port = free_port()
         self.telemetry_port = free_port()
+        self.server_telemetry_port = free_port()
         self.server_socket = self.dir / "server" / "api.sock"
         self.agent_socket = self.dir / "agent" / "agent.sock"
         self.agent_id = f"spiffe://{TRUST_DOMAIN}/host"
@@ -118,6 +119,12 @@ plugins {{
     plugin_data {{
       keys_path = "{d}/server/data/keys.json"
     }}
+  }}
+}}
+telemetry {{
+  Prometheus {{
+    host = "127.0.0.1"
+    port = {self.server_telemetry_port}
   }}
 }}
 """

@@ -67,3 +67,26 @@ def _heal(spire: LocalSpire) -> None:
 @pytest.fixture
 def endpoint(spire: LocalSpire) -> str:
     return f"unix://{spire.agent_socket}"
+
+
+@pytest.fixture
+def fake_agent(tmp_path: Path) -> Iterator:
+    from fake_agent import FakeAgent
+
+    agent = FakeAgent(str(tmp_path / "fake.sock")).start()
+    yield agent
+    agent.stop()
+
+
+@pytest.fixture
+def fake_client(fake_agent) -> Iterator:
+    from exporter.client import WorkloadClient
+
+    with WorkloadClient(f"unix://{fake_agent.socket_path}") as client:
+        yield client
+
+
+def settings(name: str, timeout: float = 2.0, interval: float = 5.0, audience: str = "test-audience"):
+    from exporter.config import ProbeSettings
+
+    return ProbeSettings(name, True, interval, timeout, audience)

@@ -14,8 +14,11 @@ RPC = HEALTH_PROBE
 SERVING_CODES = ("OK", "PERMISSION_DENIED")
 
 
+NOT_SERVING = "NOT_SERVING"
+
+
 class NotServing(MalformedAnswer):
-    code = "NOT_SERVING"
+    code = NOT_SERVING
 
 
 def probe(client: WorkloadClient, settings: ProbeSettings) -> ProbeResult:

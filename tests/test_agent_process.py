@@ -1,0 +1,132 @@
+"""Agent process and cgroup readers: v1 and v2 fixture trees, and this machine's own process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from exporter import agent_process, cgroup
+
+
+def write(root: Path, rel: str, text: str) -> None:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def proc_tree(tmp_path: Path, pid: int, cgroup_text: str) -> Path:
+    proc = tmp_path / "proc"
+    write(proc, f"{pid}/cgroup", cgroup_text)
+    return proc
+
+
+def test_v2_tree_reads_usage_effective_limit_peak_and_oom_kills(tmp_path: Path) -> None:
+    root = tmp_path / "cg"
+    pod = "kubepods.slice/kubepods-burstable.slice/pod1"
+    write(root, f"{pod}/memory.max", "268435456\n")
+    write(root, f"{pod}/agent/memory.current", "104857600\n")
+    write(root, f"{pod}/agent/memory.max", "max\n")
+    write(root, f"{pod}/agent/memory.peak", "199999488\n")
+    write(root, f"{pod}/agent/memory.events", "low 0\nhigh 0\nmax 4\noom 2\noom_kill 2\noom_group_kill 0\n")
+    proc = proc_tree(tmp_path, 42, f"0::/{pod}/agent\n")
+    sample = cgroup.read(42, proc, root)
+    assert sample == cgroup.CgroupSample(
+        version=2, usage=104857600, limit=268435456, peak=199999488, oom_kills=2
+    )
+
+
+def test_v2_without_limit_or_peak(tmp_path: Path) -> None:
+    root = tmp_path / "cg"
+    write(root, "svc/memory.current", "1000\n")
+    write(root, "svc/memory.max", "max\n")
+    proc = proc_tree(tmp_path, 7, "0::/svc\n")
+    sample = cgroup.read(7, proc, root)
+    assert sample is not None
+    assert (sample.usage, sample.limit, sample.peak, sample.oom_kills) == (1000, None, None, None)
+
+
+def test_v1_tree(tmp_path: Path) -> None:
+    root = tmp_path / "cg"
+    d = "memory/kubepods/burstable/pod1/agent"
+    write(root, f"{d}/memory.usage_in_bytes", "52428800\n")
+    write(root, f"{d}/memory.limit_in_bytes", "9223372036854771712\n")
+    write(root, f"{d}/memory.stat", "cache 0\nrss 1\nhierarchical_memory_limit 134217728\n")
+    write(root, f"{d}/memory.max_usage_in_bytes", "73400320\n")
+    write(root, f"{d}/memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n")
+    proc = proc_tree(tmp_path, 9, "12:pids:/kubepods\n4:memory:/kubepods/burstable/pod1/agent\n0::/\n")
+    assert cgroup.read(9, proc, root) == cgroup.CgroupSample(
+        version=1, usage=52428800, limit=134217728, peak=73400320, oom_kills=3
+    )
+
+
+def test_v1_unlimited_is_no_limit(tmp_path: Path) -> None:
+    root = tmp_path / "cg"
+    write(root, "memory/a/memory.usage_in_bytes", "5\n")
+    write(root, "memory/a/memory.limit_in_bytes", "9223372036854771712\n")
+    proc = proc_tree(tmp_path, 9, "4:memory:/a\n")
+    sample = cgroup.read(9, proc, root)
+    assert sample is not None and sample.limit is None and sample.usage == 5
+
+
+def test_path_outside_the_mounted_tree_is_not_read(tmp_path: Path) -> None:
+    root = tmp_path / "cg"
+    write(tmp_path, "secret/memory.current", "1\n")
+    proc = proc_tree(tmp_path, 5, "0::/../secret\n")
+    assert cgroup.read(5, proc, root) is None
+
+
+def test_missing_process_gives_none(tmp_path: Path) -> None:
+    assert cgroup.read(123456, tmp_path, tmp_path) is None
+
+
+def test_this_machines_own_cgroup() -> None:
+    """Whatever this machine runs (v1 here, v2 on most), our own process's memory cgroup reads."""
+    sample = cgroup.read(os.getpid(), Path("/proc"), Path("/sys/fs/cgroup"))
+    if sample is None:
+        pytest.skip("no memory controller visible to this process")
+    assert sample.version in (1, 2)
+    assert sample.usage is not None and sample.usage > psutil.Process().memory_info().rss / 2
+    assert sample.limit is None or sample.limit >= sample.usage * 0.5
+
+
+def test_process_sample_matches_proc_for_a_child(tmp_path: Path) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time; b = bytearray(30 * 2**20); time.sleep(60)"],
+    )
+    try:
+        time.sleep(1.0)
+        finder = agent_process.ProcessFinder("unused", cmdline_pattern=r"bytearray\(30 \* 2\*\*20\)")
+        proc = finder.find()
+        assert proc is not None and proc.pid == child.pid
+        sample = agent_process.sample(proc, Path("/proc"))
+        assert sample is not None
+        status = dict(
+            line.split(":", 1)
+            for line in Path(f"/proc/{child.pid}/status").read_text().splitlines()
+            if ":" in line
+        )
+        assert sample.peak_rss == int(status["VmHWM"].split()[0]) * 1024
+        assert abs(sample.rss - int(status["VmRSS"].split()[0]) * 1024) < 2**20
+        assert sample.rss > 30 * 2**20
+        assert sample.threads == int(status["Threads"])
+        assert sample.open_fds == len(os.listdir(f"/proc/{child.pid}/fd"))
+    finally:
+        child.kill()
+        child.wait()
+    assert finder.find() is None
+
+
+def test_pid_file(tmp_path: Path) -> None:
+    pid_file = tmp_path / "agent.pid"
+    pid_file.write_text(f"{os.getpid()}\n")
+    finder = agent_process.ProcessFinder("unused", pid_file=str(pid_file))
+    found = finder.find()
+    assert found is not None and found.pid == os.getpid()
+    pid_file.write_text("garbage")
+    assert agent_process.ProcessFinder("unused", pid_file=str(pid_file)).find() is None

@@ -1,0 +1,125 @@
+"""Configuration: precedence, defaults, and a one-line error naming the key for each bad fixture."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from exporter import config
+
+DATA = Path(__file__).parent / "testdata"
+BAD = sorted((DATA / "bad-configs").glob("*.yml"))
+
+
+def expected_error(path: Path) -> str:
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# error: ")
+    return first.removeprefix("# error: ").strip()
+
+
+@pytest.mark.parametrize("path", BAD, ids=lambda p: p.stem)
+def test_bad_config_names_the_problem(path: Path) -> None:
+    with pytest.raises(config.ConfigError) as raised:
+        config.load(str(path), environ={})
+    message = str(raised.value)
+    assert expected_error(path) in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("path", BAD[:6], ids=lambda p: p.stem)
+def test_bad_config_exits_2_with_one_line(path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "exporter", "--config.file", str(path)],
+        capture_output=True, text=True, timeout=30, env={"PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("config error: ")
+    assert expected_error(path) in lines[0]
+    assert "Traceback" not in done.stderr
+
+
+def test_check_config_command(tmp_path: Path) -> None:
+    good = subprocess.run(
+        [sys.executable, "-m", "exporter", "check-config", str(DATA / "good-configs" / "full.yml")],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert good.returncode == 0, good.stderr
+    bad = subprocess.run(
+        [sys.executable, "-m", "exporter", "check-config", str(BAD[0])],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert bad.returncode == 2
+    missing = subprocess.run(
+        [sys.executable, "-m", "exporter", "check-config", str(tmp_path / "nope.yml")],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert missing.returncode == 2
+    assert "nope.yml" in missing.stderr and "No such file" in missing.stderr
+
+
+def test_unknown_flag_is_exit_2() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "exporter", "--web.listen-adress", ":1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert "--web.listen-adress" in done.stderr
+
+
+def test_full_example_matches_defaults() -> None:
+    full = config.load(str(DATA / "good-configs" / "full.yml"), environ={})
+    minimal = config.load(str(DATA / "good-configs" / "minimal.yml"), environ={})
+    assert full.get("probes", "interval") == 15.0 == minimal.get("probes", "interval")
+    assert (
+        full.probes["fetch_jwt_svid_roundtrip"].enabled
+        and not minimal.probes["fetch_jwt_svid_roundtrip"].enabled
+    )
+    assert minimal.probes["fetch_jwt_svid_roundtrip"].interval == 180.0
+    assert minimal.get("web", "listen_address") == ":9989"
+    # The schema's defaults and the documented full example cover the same keys.
+    assert set(full.tree) == set(config.SCHEMA)
+
+
+def test_precedence_flag_over_env_over_file(tmp_path: Path) -> None:
+    path = tmp_path / "c.yml"
+    path.write_text(
+        "workload_api: {socket: unix:///file.sock}\nweb: {listen_address: ':1111'}\nprobes: {interval: 30s}\n"
+    )
+    env = {"SPIFFE_ENDPOINT_SOCKET": "unix:///env.sock", "SPIRE_HEALTH_EXPORTER_WEB_LISTEN_ADDRESS": ":2222"}
+    c = config.load(str(path), environ=env, flags={"web.listen-address": ":3333"})
+    assert c.endpoint == "unix:///env.sock"
+    assert c.get("web", "listen_address") == ":3333"
+    assert c.get("probes", "interval") == 30.0
+    c = config.load(str(path), environ=env, flags={})
+    assert c.get("web", "listen_address") == ":2222"
+    c = config.load(str(path), environ={}, flags={"spiffe.endpoint-socket": "/flag.sock"})
+    assert c.endpoint == "/flag.sock"
+
+
+def test_per_probe_interval_and_timeout_inherit() -> None:
+    c = config.build(
+        {
+            "workload_api": {"socket": "/a.sock"},
+            "probes": {"interval": "20s", "fetch_x509_svid": {"timeout": "500ms"}},
+        },
+        environ={},
+    )
+    assert (c.probes["fetch_x509_svid"].interval, c.probes["fetch_x509_svid"].timeout) == (20.0, 0.5)
+    assert (c.probes["fetch_jwt_bundles"].interval, c.probes["fetch_jwt_bundles"].timeout) == (20.0, 5.0)
+    assert c.probes["validate_jwt_svid"].audience == c.probes["fetch_jwt_svid"].audience
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("500ms", 0.5), ("15s", 15), ("5m", 300), ("1h", 3600), (2, 2.0)]
+)
+def test_durations(text, seconds) -> None:
+    assert config.parse_duration(text, "k") == seconds

@@ -1,0 +1,310 @@
+"""The whole exporter against the real SPIRE from the harness: healthy path and real failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from running import RunningExporter, fast_config, get
+
+from exporter.config import RPCS
+
+pytestmark = pytest.mark.spire
+
+P = "spire_workload_api_"
+
+
+def exporter_for(spire, **overrides) -> RunningExporter:
+    return RunningExporter(
+        fast_config(
+            f"unix://{spire.agent_socket}",
+            **{
+                "agent.process.cmdline_pattern": re.escape(f"{spire.dir}/agent/agent.conf"),
+                "agent.health.url": f"http://127.0.0.1:{spire.health_port}",
+                **overrides,
+            },
+        )
+    )
+
+
+def all_ok(samples) -> bool:
+    return all(get(samples, P + "probe_success", rpc=rpc) == 1 for rpc in RPCS)
+
+
+def test_healthy_path(healthy_spire) -> None:
+    spire = healthy_spire
+    with exporter_for(spire) as running:
+        s = running.wait_for(all_ok, 15, "every probe to succeed")
+        s = running.wait_for(
+            lambda s: get(s, "spire_agent_http_health_status", check="ready") == 1, 10, "ready"
+        )
+        for rpc in RPCS:
+            count = get(s, P + "probe_duration_seconds_count", rpc=rpc)
+            total = get(s, P + "probe_duration_seconds_sum", rpc=rpc)
+            assert count and count >= 1
+            assert 0 < total / count < 0.8, f"{rpc} mean latency {total / count}"
+            assert get(s, P + "probes_total", rpc=rpc, code="OK") == count
+            assert get(s, P + "last_success_timestamp_seconds", rpc=rpc) > time.time() - 10
+        assert get(s, "spire_agent_grpc_health_serving") == 1
+        assert get(s, "spire_agent_http_health_status", check="live") == 1
+
+        # Expiry and issue time match the certificate the agent's own CLI writes out.
+        with tempfile.TemporaryDirectory() as out:
+            done = spire.agent_cli(
+                "api", "fetch", "x509", "-socketPath", str(spire.agent_socket), "-write", out
+            )
+            assert done.returncode == 0, done.stderr
+            leaf = x509.load_pem_x509_certificates((Path(out) / "svid.0.pem").read_bytes())[0]
+        wid = spire.workload_id
+        s = running.scrape()
+        assert get(s, "spire_svid_expiry_timestamp_seconds", kind="x509", spiffe_id=wid) == (
+            leaf.not_valid_after_utc.timestamp()
+        )
+        assert get(s, "spire_svid_issued_timestamp_seconds", kind="x509", spiffe_id=wid) == (
+            leaf.not_valid_before_utc.timestamp()
+        )
+        jwt_exp = get(s, "spire_svid_expiry_timestamp_seconds", kind="jwt", spiffe_id=wid)
+        jwt_iat = get(s, "spire_svid_issued_timestamp_seconds", kind="jwt", spiffe_id=wid)
+        assert jwt_exp - jwt_iat == 300  # SPIRE's default JWT-SVID TTL
+        assert time.time() < jwt_exp <= time.time() + 300
+
+        # Bundle sizes match what the server says it has.
+        cas = x509.load_pem_x509_certificates(spire.bundle_pem().encode())
+        td = spire.trust_domain
+        assert get(s, "spire_trust_bundle_certificates", trust_domain=td) == len(cas)
+        assert get(s, "spire_trust_bundle_expiry_timestamp_seconds", trust_domain=td) == min(
+            c.not_valid_after_utc.timestamp() for c in cas
+        )
+        jwks = json.loads(spire.server_cli("bundle", "show", "-format", "spiffe"))
+        jwt_keys = [k for k in jwks["keys"] if k.get("use") == "jwt-svid"]
+        assert get(s, "spire_jwt_bundle_keys", trust_domain=td) == len(jwt_keys) >= 1
+        assert get(s, "spire_agent_process_up") == 1
+
+
+def test_paused_agent_is_deadline_exceeded_then_recovers(healthy_spire) -> None:
+    spire = healthy_spire
+    with exporter_for(spire) as running:
+        running.wait_for(all_ok, 15, "every probe to succeed")
+        before = running.scrape()
+        spire.pause_agent()
+        paused_at = time.monotonic()
+        try:
+
+            def detected(s) -> bool:
+                return all(
+                    get(s, P + "probe_success", rpc=rpc) == 0
+                    and get(s, P + "probes_total", rpc=rpc, code="DEADLINE_EXCEEDED")
+                    > get(before, P + "probes_total", rpc=rpc, code="DEADLINE_EXCEEDED")
+                    for rpc in (
+                        "fetch_x509_svid",
+                        "fetch_jwt_svid",
+                        "fetch_x509_bundles",
+                        "fetch_jwt_bundles",
+                    )
+                )
+
+            # Within one interval plus the deadline (1 s + 0.8 s), with room for the probe spread.
+            running.wait_for(detected, 1.0 + 0.8 + 1.5, "DEADLINE_EXCEEDED while the agent is stopped")
+            print(f"detected a paused agent in {time.monotonic() - paused_at:.2f} s")
+            assert get(running.scrape(), "spire_agent_process_up") == 1  # paused, not gone
+        finally:
+            spire.resume_agent()
+        running.wait_for(all_ok, 10, "recovery after SIGCONT")
+
+
+def test_killed_agent_is_unavailable_then_recovers_with_new_start_time(healthy_spire) -> None:
+    spire = healthy_spire
+    with exporter_for(spire) as running:
+        s = running.wait_for(
+            lambda s: all_ok(s) and get(s, "spire_agent_process_start_time_seconds"),
+            15,
+            "healthy with a process",
+        )
+        started = get(s, "spire_agent_process_start_time_seconds")
+        spire.kill_agent()
+        running.wait_for(
+            lambda s: (
+                get(s, P + "probes_total", rpc="fetch_x509_svid", code="UNAVAILABLE") >= 1
+                and get(s, P + "probe_success", rpc="fetch_x509_svid") == 0
+                and get(s, "spire_agent_process_up") == 0
+                and get(s, "spire_agent_grpc_health_serving") == 0
+            ),
+            5,
+            "UNAVAILABLE and process down",
+        )
+        time.sleep(1.1)  # /proc start times have a resolution of one clock tick; make the change visible
+        spire.start_agent()
+        s = running.wait_for(lambda s: all_ok(s) and get(s, "spire_agent_process_up") == 1, 20, "recovery")
+        s = running.wait_for(
+            lambda s: get(s, "spire_agent_process_start_time_seconds") > started, 5, "a new start time"
+        )
+
+
+def test_deleted_entry_is_permission_denied(healthy_spire) -> None:
+    spire = healthy_spire
+    with exporter_for(spire) as running:
+        running.wait_for(all_ok, 15, "every probe to succeed")
+        spire.delete_entry(spire.entry_id)
+        spire.entry_id = None
+        running.wait_for(
+            lambda s: all(
+                get(s, P + "probes_total", rpc=rpc, code="PERMISSION_DENIED") >= 1
+                and get(s, P + "probe_success", rpc=rpc) == 0
+                for rpc in ("fetch_x509_svid", "fetch_jwt_svid", "fetch_x509_bundles", "fetch_jwt_bundles")
+            ),
+            20,
+            "PERMISSION_DENIED",
+        )
+
+
+def test_short_ttl_entry_rotates_on_schedule(healthy_spire) -> None:
+    spire = healthy_spire
+    ttl = 20
+    rotating = f"spiffe://{spire.trust_domain}/rotating"
+    entry = spire.create_entry(spiffe_id=rotating, x509_ttl=ttl)
+    try:
+        with exporter_for(spire) as running:
+            running.wait_for(
+                lambda s: get(s, "spire_x509_svid_rotations_total", spiffe_id=rotating) is not None,
+                30,
+                "watch",
+            )
+            seen = []
+            for n in (1, 2):
+                running.wait_for(
+                    lambda s, n=n: get(s, "spire_x509_svid_rotations_total", spiffe_id=rotating) >= n,
+                    2 * ttl,
+                    f"rotation {n} of a {ttl} s SVID",
+                )
+                seen.append(time.monotonic())
+            gap = seen[1] - seen[0]
+            print(f"rotations of a {ttl} s SVID came {gap:.1f} s apart")
+            # Renewal at half the lifetime (+-10 % jitter), checked every 5 s, seen within a 0.2 s poll.
+            assert 0.4 * ttl - 0.5 <= gap <= 0.6 * ttl + 5 + 1
+            s = running.scrape()
+            exp = get(s, "spire_svid_expiry_timestamp_seconds", kind="x509", spiffe_id=rotating)
+            iat = get(s, "spire_svid_issued_timestamp_seconds", kind="x509", spiffe_id=rotating)
+            assert exp - time.time() > 0.3 * ttl  # a healthy SVID never has much less than ~40 % left
+            assert 0.9 * ttl <= exp - iat <= ttl + 15  # SPIRE backdates notBefore a little
+            assert get(s, "spire_x509_svid_rotations_total", spiffe_id=spire.workload_id) == 0
+    finally:
+        spire.delete_entry(entry)
+
+
+def _proc_status(pid: int) -> dict[str, str]:
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {k: v.strip() for k, _, v in (line.partition(":") for line in lines)}
+
+
+def _proc_start_time(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    btime = next(
+        int(line.split()[1])
+        for line in Path("/proc/stat").read_text().splitlines()
+        if line.startswith("btime")
+    )
+    return btime + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
+def test_agent_memory_matches_proc(healthy_spire) -> None:
+    spire = healthy_spire
+    with exporter_for(spire) as running:
+        s = running.wait_for(lambda s: get(s, "spire_agent_process_up") == 1, 10, "the agent process")
+        pid = spire.agent_pid
+        status = _proc_status(pid)
+        assert (
+            get(s, "spire_agent_process_peak_resident_memory_bytes") == int(status["VmHWM"].split()[0]) * 1024
+        )
+        rss = int(status["VmRSS"].split()[0]) * 1024
+        assert abs(get(s, "spire_agent_process_resident_memory_bytes") - rss) < 0.1 * rss
+        assert get(s, "spire_agent_process_threads") == pytest.approx(int(status["Threads"]), abs=2)
+        assert get(s, "spire_agent_process_open_fds") == pytest.approx(
+            len(os.listdir(f"/proc/{pid}/fd")), abs=3
+        )
+        assert abs(get(s, "spire_agent_process_start_time_seconds") - _proc_start_time(pid)) < 0.02
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        assert get(s, "spire_agent_process_cpu_seconds_total") == pytest.approx(cpu, abs=0.5)
+        if get(s, "spire_agent_cgroup_memory_usage_bytes") is not None:
+            assert get(s, "spire_agent_cgroup_memory_usage_bytes") >= rss * 0.5
+
+
+def _server_jwt_mints(spire) -> float:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{spire.server_telemetry_port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    match = re.search(
+        r'^spire_server_rpc_svid_v1_svid_new_jwtsvid\{[^}]*status="OK"[^}]*\} (\S+)$', text, re.M
+    )
+    return float(match.group(1)) if match else 0.0
+
+
+def _wait_for_jwt_ttl(spire, ttl: int) -> None:
+    """The server mints from an entry cache it reloads every few seconds; wait until it has the new entry."""
+    from exporter import answers
+    from exporter.client import WorkloadClient
+
+    with WorkloadClient(f"unix://{spire.agent_socket}") as client:
+        for attempt in range(40):
+            try:
+                svid = client.fetch_jwt_svid([f"ttl-check-{attempt}"], timeout=3).svids[0]
+                claims = answers.jwt_claims(svid.svid)
+                if claims["exp"] - claims["iat"] == ttl:
+                    return
+            except Exception:  # the entry may be briefly absent while it syncs
+                pass
+            time.sleep(0.5)
+    raise AssertionError(f"the server never minted a JWT-SVID with the entry's {ttl} s TTL")
+
+
+def test_roundtrip_reaches_the_server_and_fails_when_it_is_gone(healthy_spire) -> None:
+    spire = healthy_spire
+    jwt_ttl, interval = 10, 6  # the interval exceeds half the lifetime, so the cache is always due
+    spire.delete_entry(spire.entry_id)
+    spire.entry_id = spire.create_entry(jwt_ttl=jwt_ttl)
+    _wait_for_jwt_ttl(spire, jwt_ttl)
+    overrides = {
+        "probes.fetch_jwt_svid_roundtrip": {"enabled": True, "interval": f"{interval}s", "timeout": "2s"},
+        # Only the round-trip probe asks for JWT-SVIDs here, so every server mint is its doing.
+        "probes.fetch_jwt_svid": {"enabled": False},
+        "probes.validate_jwt_svid": {"enabled": False},
+    }
+    rt = "fetch_jwt_svid_roundtrip"
+    try:
+        mints_before = _server_jwt_mints(spire)
+        with exporter_for(spire, **overrides) as running:
+            s = running.wait_for(
+                lambda s: get(s, P + "probes_total", rpc=rt, code="OK") >= 3,
+                4 * interval,
+                "three round trips",
+            )
+            ok = get(s, P + "probes_total", rpc=rt, code="OK")
+            minted = _server_jwt_mints(spire) - mints_before
+            print(f"{ok:.0f} round-trip probes, {minted:.0f} JWT-SVIDs minted by the server")
+            assert ok <= minted <= ok + 1
+            assert get(s, P + "probes_total", rpc=rt, code="STALE_TOKEN") == 0
+
+            spire.stop_server()
+            s = running.wait_for(
+                lambda s: get(s, P + "probe_success", rpc=rt) == 0, 2 * interval + 3, "round trip failing"
+            )
+            codes = {
+                code: get(s, P + "probes_total", rpc=rt, code=code) for code in ("STALE_TOKEN", "UNAVAILABLE")
+            }
+            print(f"with the server stopped: {codes}")
+            assert codes["STALE_TOKEN"] + codes["UNAVAILABLE"] >= 1
+            # The agent still answers from its cache, so the cached probes pass.
+            assert get(s, P + "probe_success", rpc="fetch_x509_svid") == 1
+            assert get(s, P + "probe_success", rpc="fetch_x509_bundles") == 1
+    finally:
+        if spire.server is None:
+            spire.start_server()
+        spire.delete_entry(spire.entry_id)
+        spire.entry_id = None

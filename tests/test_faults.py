@@ -1,0 +1,275 @@
+"""Probes against a fake Workload API with injected delays, status codes and malformed answers."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import grpc
+import pytest
+from certs import TestCA, b64url, make_jwt
+from conftest import settings
+
+from exporter._proto import workload_pb2
+from exporter.probes import build_probes
+from exporter.state import ProbeState
+
+PROBES = build_probes()
+METHOD_OF = {
+    "fetch_x509_svid": "FetchX509SVID",
+    "fetch_x509_bundles": "FetchX509Bundles",
+    "fetch_jwt_svid": "FetchJWTSVID",
+    "fetch_jwt_bundles": "FetchJWTBundles",
+    "validate_jwt_svid": "ValidateJWTSVID",
+}
+
+
+def run(client, rpc: str, timeout: float = 2.0):
+    return PROBES[rpc](client, settings(rpc, timeout=timeout))
+
+
+def test_healthy_fake_gives_ok_everywhere(fake_client) -> None:
+    for rpc in [*METHOD_OF, "health_check"]:
+        result = run(fake_client, rpc)
+        assert result.code == "OK", (rpc, result.message)
+
+
+@pytest.mark.parametrize("rpc", ["fetch_x509_svid", "fetch_jwt_svid", "validate_jwt_svid"])
+@pytest.mark.parametrize("delay", [0.0, 0.01, 0.1])
+def test_exact_delay_is_measured_within_2ms(fake_agent, fake_client, rpc, delay) -> None:
+    # A prepared answer, so the fake's own work (minting a certificate) is not in the figure.
+    method = METHOD_OF[rpc]
+    prepared = {"FetchX509SVID": fake_agent.x509_svid, "FetchJWTSVID": fake_agent.jwt_svid}.get(method)
+    fixed = prepared(workload_pb2.JWTSVIDRequest(audience=["test-audience"])) if prepared else None
+    fake_agent.set(method, delay=delay, answer=(lambda _r: fixed) if fixed else None)
+    run(fake_client, rpc)  # connect first; connection setup is not the agent's latency
+    measured = [run(fake_client, rpc).duration for _ in range(7)]
+    error = statistics.median(measured) - delay
+    assert 0 <= error < 0.002, (
+        f"median {statistics.median(measured) * 1000:.2f} ms for {delay * 1000:.0f} ms delay"
+    )
+
+
+CODES = [
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.UNIMPLEMENTED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.FAILED_PRECONDITION,
+]
+
+
+@pytest.mark.parametrize("code", CODES, ids=lambda c: c.name)
+def test_each_status_code_is_counted_under_its_own_name(fake_agent, fake_client, code) -> None:
+    fake_agent.set_all(code=code, details="rate limit exceeded")
+    state = ProbeState()
+    for rpc in METHOD_OF:
+        result = run(fake_client, rpc)
+        state.record(result)
+        assert result.code == code.name, (rpc, result.message)
+    snap = state.snapshot()
+    for rpc in METHOD_OF:
+        assert snap.rpcs[rpc].counts[code.name] == 1
+        assert snap.rpcs[rpc].counts["OK"] == 0
+        assert snap.rpcs[rpc].observations == 0  # failures stay out of the latency histogram
+
+
+def _svid_answer(
+    fake, cert: bytes | None = None, spiffe_id: str | None = None, key: bytes = b"k", bundle=None
+):
+    def answer(_req):
+        leaf, _, _ = fake.ca.leaf(fake.spiffe_id)
+        return workload_pb2.X509SVIDResponse(
+            svids=[
+                workload_pb2.X509SVID(
+                    spiffe_id=spiffe_id or fake.spiffe_id,
+                    x509_svid=leaf if cert is None else cert,
+                    x509_svid_key=key,
+                    bundle=fake.ca.der if bundle is None else bundle,
+                )
+            ]
+        )
+
+    return answer
+
+
+def _jwt_answer(fake, token_of):
+    def answer(req):
+        token = token_of(list(req.audience))
+        return workload_pb2.JWTSVIDResponse(
+            svids=[workload_pb2.JWTSVID(spiffe_id=fake.spiffe_id, svid=token)]
+        )
+
+    return answer
+
+
+def malformed_cases(fake):
+    ca = fake.ca
+    no_uri, _, _ = ca.leaf(None)
+    expired, _, _ = ca.leaf(fake.spiffe_id, lifetime=30, not_before_ago=120)
+    ca_leaf, _, _ = ca.leaf(fake.spiffe_id, ca=True)
+    other_id, _, _ = ca.leaf("spiffe://fake.test/someone-else")
+    good, _, _ = ca.leaf(fake.spiffe_id)
+    now = int(time.time())
+    return {
+        "x509 no svids": ("FetchX509SVID", lambda _r: workload_pb2.X509SVIDResponse()),
+        "x509 garbage bytes": ("FetchX509SVID", lambda _r: b"\xff\xfe garbage, not protobuf"),
+        "x509 wrong message type": (
+            "FetchX509SVID",
+            lambda _r: workload_pb2.JWTBundlesResponse(bundles={"x": b"y"}).SerializeToString(),
+        ),
+        "x509 chain not DER": ("FetchX509SVID", _svid_answer(fake, cert=b"not a certificate")),
+        "x509 truncated chain": ("FetchX509SVID", _svid_answer(fake, cert=good[: len(good) // 2])),
+        "x509 DER but not a certificate": (
+            "FetchX509SVID",
+            _svid_answer(fake, cert=bytes([0x30, 3, 2, 1, 0])),
+        ),
+        "x509 leaf without SPIFFE URI": ("FetchX509SVID", _svid_answer(fake, cert=no_uri)),
+        "x509 chain starts with a CA": ("FetchX509SVID", _svid_answer(fake, cert=ca_leaf)),
+        "x509 leaf names another ID": ("FetchX509SVID", _svid_answer(fake, cert=other_id)),
+        "x509 expired leaf": ("FetchX509SVID", _svid_answer(fake, cert=expired)),
+        "x509 missing key": ("FetchX509SVID", _svid_answer(fake, key=b"")),
+        "x509 missing bundle": ("FetchX509SVID", _svid_answer(fake, bundle=b"")),
+        "x509 bundles empty": ("FetchX509Bundles", lambda _r: workload_pb2.X509BundlesResponse()),
+        "x509 bundle not DER": (
+            "FetchX509Bundles",
+            lambda _r: workload_pb2.X509BundlesResponse(bundles={"spiffe://fake.test": b"PEM?"}),
+        ),
+        "jwt no svids": ("FetchJWTSVID", lambda _r: workload_pb2.JWTSVIDResponse()),
+        "jwt without exp": ("FetchJWTSVID", _jwt_answer(fake, lambda aud: fake.jwt_token(aud, exp=None))),
+        "jwt expired": ("FetchJWTSVID", _jwt_answer(fake, lambda aud: fake.jwt_token(aud, exp=now - 5))),
+        "jwt string exp": ("FetchJWTSVID", _jwt_answer(fake, lambda aud: fake.jwt_token(aud, exp="soon"))),
+        "jwt bad base64": ("FetchJWTSVID", _jwt_answer(fake, lambda aud: "a.b!@#$.c")),
+        "jwt two segments": ("FetchJWTSVID", _jwt_answer(fake, lambda aud: "abc.def")),
+        "jwt claims not json": (
+            "FetchJWTSVID",
+            _jwt_answer(fake, lambda aud: f"{b64url(b'{}')}.{b64url(b'[')}.x"),
+        ),
+        "jwt wrong sub": (
+            "FetchJWTSVID",
+            _jwt_answer(fake, lambda aud: fake.jwt_token(aud, sub="spiffe://fake.test/other")),
+        ),
+        "jwt wrong aud": ("FetchJWTSVID", _jwt_answer(fake, lambda aud: fake.jwt_token(["other"]))),
+        "jwt unsigned shape": (
+            "FetchJWTSVID",
+            _jwt_answer(fake, lambda aud: make_jwt({"sub": 1}) + ".extra"),
+        ),
+        "jwks empty map": ("FetchJWTBundles", lambda _r: workload_pb2.JWTBundlesResponse()),
+        "jwks not json": (
+            "FetchJWTBundles",
+            lambda _r: workload_pb2.JWTBundlesResponse(bundles={"spiffe://fake.test": b"\x00\x01"}),
+        ),
+        "jwks without keys": (
+            "FetchJWTBundles",
+            lambda _r: workload_pb2.JWTBundlesResponse(bundles={"spiffe://fake.test": b'{"kty": "EC"}'}),
+        ),
+        "jwks key without kty": (
+            "FetchJWTBundles",
+            lambda _r: workload_pb2.JWTBundlesResponse(
+                bundles={"spiffe://fake.test": b'{"keys": [{"kid": "1"}]}'}
+            ),
+        ),
+        "bundle keyed by a path": (
+            "FetchJWTBundles",
+            lambda _r: workload_pb2.JWTBundlesResponse(bundles={"spiffe://fake.test/a/b": b'{"keys": []}'}),
+        ),
+        "validate names another ID": (
+            "ValidateJWTSVID",
+            lambda req: workload_pb2.ValidateJWTSVIDResponse(spiffe_id="spiffe://fake.test/other"),
+        ),
+        "validate without aud": (
+            "ValidateJWTSVID",
+            lambda req: workload_pb2.ValidateJWTSVIDResponse(spiffe_id=fake.spiffe_id),
+        ),
+    }
+
+
+RPC_OF = {v: k for k, v in METHOD_OF.items()}
+
+
+def test_every_malformed_answer_counts_as_invalid_response(fake_agent, fake_client) -> None:
+    state = ProbeState()
+    cases = malformed_cases(fake_agent)
+    for name, (method, answer) in cases.items():
+        fake_agent.reset()
+        fake_agent.set(method, answer=answer)
+        result = run(fake_client, RPC_OF[method])
+        state.record(result)
+        assert result.code == "INVALID_RESPONSE", f"{name}: got {result.code} ({result.message})"
+        assert result.message, name
+    total = sum(s.counts["INVALID_RESPONSE"] for s in state.snapshot().rpcs.values())
+    assert total == len(cases)
+
+
+def test_stream_closed_before_first_message_is_invalid_response(fake_agent, fake_client) -> None:
+    fake_agent.set("FetchX509SVID", close_without_message=True)
+    result = run(fake_client, "fetch_x509_svid")
+    assert result.code == "INVALID_RESPONSE"
+
+
+def test_oversized_answer_is_invalid_response(fake_agent, fake_client) -> None:
+    big = workload_pb2.X509BundlesResponse(bundles={"spiffe://fake.test": b"\x30" * (5 * 2**20)})
+    fake_agent.set("FetchX509Bundles", answer=lambda _r: big)
+    result = run(fake_client, "fetch_x509_bundles")
+    assert result.code == "INVALID_RESPONSE", result.message
+
+
+@pytest.mark.parametrize(
+    "rpc", ["fetch_x509_svid", "fetch_x509_bundles", "fetch_jwt_bundles", "fetch_jwt_svid"]
+)
+def test_call_that_never_answers_is_cut_at_the_deadline(fake_agent, fake_client, rpc) -> None:
+    fake_agent.set(METHOD_OF[rpc], never_answer=True)
+    start = time.monotonic()
+    result = run(fake_client, rpc, timeout=0.5)
+    elapsed = time.monotonic() - start
+    assert result.code == "DEADLINE_EXCEEDED"
+    assert 0.5 <= elapsed < 0.7
+    assert 0.5 <= result.duration < 0.7
+
+
+def test_health_not_serving_and_serving(fake_agent, fake_client) -> None:
+    from exporter._proto import health_pb2
+
+    assert run(fake_client, "health_check").code == "OK"
+    fake_agent.set("Check", answer=lambda _r: health_pb2.HealthCheckResponse(status=2))
+    assert run(fake_client, "health_check").code == "NOT_SERVING"
+
+
+def test_roundtrip_same_token_twice_is_stale(fake_agent, fake_client) -> None:
+    from exporter.probes.jwt_roundtrip import RoundTripProbe
+
+    probe = RoundTripProbe()
+    s = settings("fetch_jwt_svid_roundtrip", audience="rt")
+    tokens = iter([fake_agent.jwt_token(["rt"], jti="a"), fake_agent.jwt_token(["rt"], jti="b")])
+    fixed = fake_agent.jwt_token(["rt"], jti="b")
+    fake_agent.set("FetchJWTSVID", answer=_jwt_answer(fake_agent, lambda aud: next(tokens, fixed)))
+    assert probe(fake_client, s).code == "OK"
+    assert probe(fake_client, s).code == "OK"  # new jti: minted anew
+    assert probe(fake_client, s).code == "STALE_TOKEN"  # same jti and iat as the previous call
+
+
+def test_missing_socket_is_unavailable(tmp_path) -> None:
+    from exporter.client import WorkloadClient
+
+    with WorkloadClient(f"unix://{tmp_path}/absent.sock") as client:
+        result = run(client, "fetch_x509_svid", timeout=1.0)
+    assert result.code == "UNAVAILABLE"
+    assert result.duration < 1.0
+
+
+def test_ca_expiry_and_count_come_from_the_bundle(fake_agent, fake_client) -> None:
+    second = TestCA(days=2)
+    fake_agent.set(
+        "FetchX509Bundles",
+        answer=lambda _r: workload_pb2.X509BundlesResponse(
+            bundles={"spiffe://fake.test": fake_agent.ca.der + second.der}
+        ),
+    )
+    result = run(fake_client, "fetch_x509_bundles")
+    assert result.code == "OK"
+    (bundle,) = result.bundles
+    assert (bundle.trust_domain, bundle.items) == ("fake.test", 2)
+    assert bundle.earliest_expiry == int(fake_agent.ca.not_after.timestamp())
