@@ -273,3 +273,33 @@ def test_ca_expiry_and_count_come_from_the_bundle(fake_agent, fake_client) -> No
     (bundle,) = result.bundles
     assert (bundle.trust_domain, bundle.items) == ("fake.test", 2)
     assert bundle.earliest_expiry == int(fake_agent.ca.not_after.timestamp())
+
+
+def test_hung_agent_never_blocks_scrapes_or_the_next_cycle(fake_agent) -> None:
+    import threading
+
+    from running import RunningExporter, fast_config
+
+    fake_agent.set_all(never_answer=True)
+    fake_agent.set("Check", never_answer=True)
+    cfg = fast_config(f"unix://{fake_agent.socket_path}", **{"agent.process.enabled": False})
+    with RunningExporter(cfg) as running:
+
+        def own_threads() -> int:  # the fake server's worker pool lives in this process too
+            return sum(not t.name.startswith("ThreadPoolExecutor") for t in threading.enumerate())
+
+        time.sleep(1.0)
+        threads_at_start = own_threads()
+        slowest = 0.0
+        deadline = time.monotonic() + 3.5
+        while time.monotonic() < deadline:
+            start = time.monotonic()
+            running.text()
+            slowest = max(slowest, time.monotonic() - start)
+            time.sleep(0.1)
+        s = running.scrape()
+        for rpc in METHOD_OF:
+            # Over 4.5 s at a 1 s interval each probe ran, hit its 0.8 s deadline and ran again.
+            assert s[("spire_workload_api_probes_total", (("code", "DEADLINE_EXCEEDED"), ("rpc", rpc)))] >= 3
+        assert slowest < 1.0, f"a scrape took {slowest:.3f} s while every probe hung"
+        assert own_threads() <= threads_at_start + 1

@@ -1,0 +1,217 @@
+"""State, collector, scheduler, web and answer parsing, without any agent."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from certs import TestCA, make_jwt
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter import answers
+from exporter.answers import SvidInfo
+from exporter.collector import ExporterCollector
+from exporter.scheduler import Job, Scheduler
+from exporter.state import INITIAL_CODES, ProbeResult, ProbeState
+from exporter.web import ExporterServer
+
+
+def render(state: ProbeState) -> dict:
+    registry = CollectorRegistry()
+    registry.register(ExporterCollector(state))
+    out = {}
+    for family in text_string_to_metric_families(generate_latest(registry).decode()):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_registered_rpc_shows_every_initial_code_at_zero() -> None:
+    state = ProbeState()
+    state.register("fetch_x509_svid", ("EXTRA",))
+    samples = render(state)
+    for code in (*INITIAL_CODES, "EXTRA"):
+        key = ("spire_workload_api_probes_total", (("code", code), ("rpc", "fetch_x509_svid")))
+        assert samples[key] == 0
+    assert ("spire_workload_api_probe_success", (("rpc", "fetch_x509_svid"),)) not in samples
+
+
+def test_histogram_counts_only_successes_into_the_right_buckets() -> None:
+    state = ProbeState()
+    for duration, code in [(0.0004, "OK"), (0.003, "OK"), (0.2, "OK"), (5.0, "DEADLINE_EXCEEDED")]:
+        state.record(ProbeResult("fetch_jwt_svid", code, duration))
+    s = render(state)
+
+    def bucket(le: str) -> float:
+        return s[
+            ("spire_workload_api_probe_duration_seconds_bucket", (("le", le), ("rpc", "fetch_jwt_svid")))
+        ]
+
+    assert bucket("0.001") == 1 and bucket("0.005") == 2 and bucket("0.25") == 3 and bucket("+Inf") == 3
+    assert s[("spire_workload_api_probe_duration_seconds_count", (("rpc", "fetch_jwt_svid"),))] == 3
+    assert s[("spire_workload_api_probe_success", (("rpc", "fetch_jwt_svid"),))] == 0
+
+
+def test_spiffe_id_labels_are_capped() -> None:
+    state = ProbeState(max_spiffe_ids=2)
+    svids = tuple(SvidInfo("x509", f"spiffe://td/w{i}", 0, 1e10, str(i)) for i in range(5))
+    state.record(ProbeResult("fetch_x509_svid", "OK", 0.01, svids=svids))
+    snap = state.snapshot()
+    assert len({k[1] for k in snap.svids}) == 2
+    assert snap.dropped_spiffe_ids == 3
+    assert render(state)[("spire_exporter_spiffe_ids_over_limit", ())] == 3
+
+
+def test_svid_dropped_by_the_agent_disappears() -> None:
+    state = ProbeState()
+    a, b = (SvidInfo("x509", f"spiffe://td/{n}", 0, 1e10, n) for n in "ab")
+    state.record(ProbeResult("fetch_x509_svid", "OK", 0.01, svids=(a, b)))
+    state.record(ProbeResult("fetch_x509_svid", "OK", 0.01, svids=(a,)))
+    assert list(state.snapshot().svids) == [("x509", "spiffe://td/a")]
+
+
+def test_rotation_counted_on_new_serial_only() -> None:
+    state = ProbeState()
+    first = SvidInfo("x509", "spiffe://td/a", 0, 1e10, "1")
+    assert state.record_watch([first]) == []
+    assert state.record_watch([first]) == []
+    assert state.record_watch([SvidInfo("x509", "spiffe://td/a", 0, 1e10, "2")]) == ["spiffe://td/a"]
+    assert state.snapshot().rotations == {"spiffe://td/a": 1}
+
+
+def test_one_log_line_per_state_change(caplog) -> None:
+    state = ProbeState()
+    caplog.set_level(logging.INFO)
+    codes = [
+        "OK",
+        "OK",
+        "DEADLINE_EXCEEDED",
+        "DEADLINE_EXCEEDED",
+        "DEADLINE_EXCEEDED",
+        "UNAVAILABLE",
+        "OK",
+        "OK",
+    ]
+    for code in codes:
+        state.record(ProbeResult("fetch_x509_svid", code, 0.01, message="boom"))
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == ["probe failing", "probe failing", "probe recovered"]
+    assert [r.fields.get("code") for r in caplog.records[:2]] == ["DEADLINE_EXCEEDED", "UNAVAILABLE"]
+
+
+def test_scheduler_spreads_jobs_and_skips_missed_ticks() -> None:
+    starts: dict[str, list[float]] = {}
+    t0 = time.monotonic()
+
+    def job(name: str, sleep: float = 0.0):
+        def run() -> None:
+            starts.setdefault(name, []).append(time.monotonic() - t0)
+            time.sleep(sleep)
+
+        return run
+
+    jobs = [Job(f"j{i}", 1.0, job(f"j{i}")) for i in range(4)] + [Job("slow", 1.0, job("slow", sleep=2.5))]
+    scheduler = Scheduler(jobs)
+    scheduler.start()
+    time.sleep(4.2)
+    scheduler.stop()
+    firsts = sorted(starts[f"j{i}"][0] for i in range(4))
+    gaps = [b - a for a, b in itertools.pairwise(firsts)]
+    assert all(0.15 <= g <= 0.25 for g in gaps), firsts  # 1 s spread over five jobs
+    assert len(starts["j0"]) >= 4
+    slow = starts["slow"]
+    assert len(slow) == 2 and slow[1] - slow[0] >= 2.9  # the missed ticks are skipped, not run in a burst
+
+
+def test_http_routes_and_methods() -> None:
+    state = ProbeState()
+    state.register("fetch_x509_svid")
+    registry = CollectorRegistry()
+    registry.register(ExporterCollector(state))
+    server = ExporterServer(("127.0.0.1", 0), registry, state, "/custom-metrics")
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with urllib.request.urlopen(base + "/custom-metrics", timeout=5) as r:
+            assert r.status == 200 and b"spire_workload_api_probes_total" in r.read()
+            assert r.headers["Content-Type"].startswith("text/plain")
+        with urllib.request.urlopen(base + "/", timeout=5) as r:
+            assert b"fetch_x509_svid" in r.read()
+        for path, status in (("/metrics", 404), ("/nope", 404)):
+            with pytest.raises(urllib.error.HTTPError) as raised:
+                urllib.request.urlopen(base + path, timeout=5)
+            assert raised.value.code == status
+        with pytest.raises(urllib.error.HTTPError) as raised:
+            urllib.request.urlopen(
+                urllib.request.Request(base + "/custom-metrics", method="POST", data=b"x"), timeout=5
+            )
+        assert raised.value.code == 405
+        req = urllib.request.Request(
+            base + "/custom-metrics", headers={"Accept": "application/openmetrics-text"}
+        )
+        with urllib.request.urlopen(req, timeout=5) as r:
+            assert r.headers["Content-Type"].startswith("application/openmetrics-text")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# -- answer parsing ---------------------------------------------------------------------------
+
+
+def test_split_der_reads_long_form_lengths() -> None:
+    ca, other = TestCA(), TestCA()
+    assert answers.split_der(ca.der + other.der) == [ca.der, other.der]
+
+
+def test_jwt_claims_round_trip() -> None:
+    token = make_jwt({"sub": "spiffe://td/a", "aud": ["x"], "exp": 2e9, "iat": 1e9})
+    info = answers.jwt_svid("spiffe://td/a", token, ["x"], now=1.5e9)
+    assert (info.expiry, info.issued, info.serial) == (2e9, 1e9, "iat:1000000000")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600))
+def test_der_parsing_never_raises_anything_but_malformed(blob: bytes) -> None:
+    with contextlib.suppress(answers.MalformedAnswer):
+        answers.load_certificates(blob)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300))
+def test_jwt_parsing_never_raises_anything_but_malformed(token: str) -> None:
+    with contextlib.suppress(answers.MalformedAnswer):
+        answers.jwt_svid("spiffe://td/a", token, ["x"], now=0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.text(max_size=30), st.binary(max_size=200), max_size=4))
+def test_bundle_parsing_never_raises_anything_but_malformed(bundles: dict[str, bytes]) -> None:
+    for parse in (answers.jwt_bundles, answers.x509_bundles):
+        with contextlib.suppress(answers.MalformedAnswer):
+            parse(bundles)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+        lambda c: st.lists(c) | st.dictionaries(st.text(max_size=5), c),
+        max_leaves=10,
+    )
+)
+def test_jwks_shapes_never_raise_anything_but_malformed(doc) -> None:
+    import json
+
+    with contextlib.suppress(answers.MalformedAnswer):
+        answers.jwt_bundles({"spiffe://td": json.dumps(doc).encode()})
