@@ -132,9 +132,17 @@ ALERTS = [
     Alert(
         "SpireAgentDown",
         "critical",
-        "spire_agent_process_up{%(sel)s} == 0 or spire_agent_grpc_health_serving{%(sel)s} == 0",
+        "spire_agent_process_up{%(sel)s} == 0",
         "SPIRE agent down",
-        "The SPIRE agent on node %(node)s is not running or its socket's gRPC health check is not serving.",
+        "No spire-agent process is running on node %(node)s: nothing there can get an identity.",
+    ),
+    Alert(
+        "SpireAgentNotServing",
+        "warning",
+        "spire_agent_grpc_health_serving{%(sel)s} == 0",
+        "SPIRE agent socket not serving",
+        "The SPIRE agent socket on node %(node)s does not answer its gRPC health check with SERVING "
+        "(the agent is hung, overloaded, still starting, or gone).",
     ),
     Alert(
         "SpireHealthExporterNoRegistrationEntry",

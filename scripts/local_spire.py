@@ -10,6 +10,7 @@ Everything listens on 127.0.0.1 or on Unix sockets inside one temporary director
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -89,6 +90,7 @@ class LocalSpire:
         self.server: subprocess.Popen[bytes] | None = None
         self.agent: subprocess.Popen[bytes] | None = None
         self.entry_id: str | None = None
+        self.agent_cgroup: Path | None = None
 
     # -- configuration -------------------------------------------------------------------------
 
@@ -214,6 +216,8 @@ telemetry {{
         if join_token:
             args += ["-joinToken", join_token]
         self.agent = self._spawn("spire-agent", args)
+        if self.agent_cgroup:
+            (self.agent_cgroup / "cgroup.procs").write_text(str(self.agent.pid))
         wait_until(self._agent_healthy, 60, "spire-agent to serve its socket")
 
     def _agent_healthy(self) -> bool:
@@ -241,6 +245,27 @@ telemetry {{
     def resume_agent(self) -> None:
         assert self.agent
         os.kill(self.agent.pid, signal.SIGCONT)
+
+    def limit_agent_memory(self, limit_bytes: int) -> bool:
+        """Put the agent (now and after restarts) in a memory cgroup with this limit, as a
+        container runtime would. False where this process can't make child memory cgroups."""
+        assert self.agent
+        try:
+            own = Path("/proc/self/cgroup").read_text().splitlines()
+            v1 = [line.split(":", 2)[2] for line in own if "memory" in line.split(":")[1].split(",")]
+            if v1:
+                parent, limit_file = Path("/sys/fs/cgroup/memory" + v1[0]), "memory.limit_in_bytes"
+            else:
+                parent, limit_file = Path("/sys/fs/cgroup" + own[0].split(":", 2)[2]), "memory.max"
+                (parent / "cgroup.subtree_control").write_text("+memory")
+            group = parent / f"spire-agent-{os.getpid()}-{self.server_port}"
+            group.mkdir(exist_ok=True)
+            (group / limit_file).write_text(str(limit_bytes))
+            (group / "cgroup.procs").write_text(str(self.agent.pid))
+        except OSError:
+            return False
+        self.agent_cgroup = group
+        return True
 
     @property
     def agent_pid(self) -> int:
@@ -324,6 +349,10 @@ telemetry {{
         self._stop(self.agent)
         self._stop(self.server)
         self.agent = self.server = None
+        if self.agent_cgroup:
+            with contextlib.suppress(OSError):  # the kernel may hold it a moment longer
+                self.agent_cgroup.rmdir()
+            self.agent_cgroup = None
         if self._own_workdir and not os.environ.get("KEEP_SPIRE_DIR"):
             shutil.rmtree(self.dir, ignore_errors=True)
 

@@ -1,0 +1,150 @@
+"""A real Prometheus and Alertmanager (Debian's packages) on loopback, and a webhook receiver."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+import urllib.parse
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import yaml
+from local_spire import free_port, wait_until
+
+ALERTMANAGER_NAMES = ("prometheus-alertmanager", "alertmanager")
+
+
+def binaries() -> tuple[str | None, str | None]:
+    am = next((shutil.which(n) for n in ALERTMANAGER_NAMES if shutil.which(n)), None)
+    return shutil.which("prometheus"), am
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read())
+
+
+class Webhook:
+    """Collects what Alertmanager delivers, by receiver path."""
+
+    def __init__(self) -> None:
+        received: list[tuple[str, dict[str, Any]]] = []
+        self.received = received
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                received.append((self.path, json.loads(body)))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def alerts(self, status: str, alertname: str) -> list[tuple[str, dict[str, Any]]]:
+        return [
+            (path, alert)
+            for path, payload in list(self.received)
+            for alert in payload["alerts"]
+            if alert["status"] == status and alert["labels"].get("alertname") == alertname
+        ]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class PromStack:
+    """Prometheus scraping one exporter with the given rule file, alerting a local Alertmanager
+    configured from the shipped example with its receivers pointed at `webhook`."""
+
+    def __init__(
+        self, workdir: Path, exporter_address: str, rules: Path, webhook: Webhook, labels: dict[str, str]
+    ):
+        prometheus, alertmanager = binaries()
+        assert prometheus and alertmanager
+        self.dir = workdir
+        self.am_port, self.prom_port = free_port(), free_port()
+        shipped = yaml.safe_load(
+            (Path(__file__).parent.parent / "alerts" / "alertmanager.example.yml").read_text()
+        )
+        shipped["route"].update(group_wait="1s", group_interval="1s")
+        for receiver in shipped["receivers"]:
+            for hook in receiver.get("webhook_configs", []):
+                hook["url"] = webhook.url + "/" + receiver["name"]
+        (workdir / "alertmanager.yml").write_text(yaml.safe_dump(shipped))
+        (workdir / "prometheus.yml").write_text(
+            yaml.safe_dump(
+                {
+                    "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                    "rule_files": [str(rules)],
+                    "alerting": {
+                        "alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{self.am_port}"]}]}]
+                    },
+                    "scrape_configs": [
+                        {
+                            "job_name": "spire-health-exporter",
+                            "static_configs": [{"targets": [exporter_address], "labels": labels}],
+                        }
+                    ],
+                }
+            )
+        )
+        self.alertmanager = self._spawn(
+            "alertmanager",
+            [
+                alertmanager,
+                f"--config.file={workdir / 'alertmanager.yml'}",
+                f"--storage.path={workdir / 'am'}",
+                f"--web.listen-address=127.0.0.1:{self.am_port}",
+                "--cluster.listen-address=",  # no gossip port on all interfaces
+            ],
+        )
+        self.prometheus = self._spawn(
+            "prometheus",
+            [
+                prometheus,
+                f"--config.file={workdir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={workdir / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{self.prom_port}",
+                "--rules.alert.resend-delay=1s",
+            ],
+        )
+        self.url = f"http://127.0.0.1:{self.prom_port}"
+        wait_until(lambda: self._ready(self.url + "/-/ready"), 60, "Prometheus to be ready")
+        wait_until(
+            lambda: self._ready(f"http://127.0.0.1:{self.am_port}/-/ready"), 60, "Alertmanager to be ready"
+        )
+
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        with open(self.dir / f"{name}.log", "wb") as log:
+            return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    @staticmethod
+    def _ready(url: str) -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def query(self, expr: str) -> dict[str, Any]:
+        return get_json(self.url + "/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
+
+    def stop(self) -> None:
+        for proc in (self.prometheus, self.alertmanager):
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)

@@ -1,0 +1,142 @@
+"""Rule files and dashboards: generated from one source, valid for promtool and amtool, and complete."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+
+import pytest
+import yaml
+from conftest import ROOT, require
+from test_e2e_prometheus import load
+
+generate_alerts = load(ROOT / "alerts" / "generate.py")
+generate_dashboards = load(ROOT / "dashboards" / "generate.py")
+RUNBOOK_ANCHORS = {
+    "#" + re.sub(r"[^a-z0-9-]", "", line[3:].strip().lower().replace(" ", "-"))
+    for line in (ROOT / "docs" / "runbooks.md").read_text().splitlines()
+    if line.startswith("## ")
+}
+REQUIRED = {
+    "SpireAgentWorkloadAPIDeadlineExceeded",
+    "SpireAgentWorkloadAPIProbeFailing",
+    "SpireAgentWorkloadAPILatencyHigh",
+    "SpireX509SVIDNotRotated",
+    "SpireSVIDExpiringSoon",
+    "SpireTrustBundleCAExpiringSoon",
+    "SpireAgentMemoryNearLimit",
+    "SpireAgentOOMKilled",
+    "SpireAgentRestarting",
+    "SpireAgentDown",
+    "SpireAgentNotServing",
+    "SpireHealthExporterNoRegistrationEntry",
+    "SpireHealthExporterDown",
+    "SpireHealthExporterAbsent",
+}
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name)
+    if not path:
+        require(f"{name} is not installed (Debian's prometheus / prometheus-alertmanager packages)")
+    return path
+
+
+def shipped_alerts() -> list[dict]:
+    groups = yaml.safe_load((ROOT / "alerts" / generate_alerts.RULES_FILE).read_text())["groups"]
+    return [r for g in groups for r in g["rules"] if "alert" in r]
+
+
+def test_committed_rule_files_are_what_the_generator_makes() -> None:
+    rendered = generate_alerts.render(generate_alerts.load_config(ROOT / "alerts" / "config.yml"))
+    for name, text in rendered.items():
+        assert (ROOT / "alerts" / name).read_text() == text, f"alerts/{name} is stale: run alerts/generate.py"
+    plain = yaml.safe_load(rendered[generate_alerts.RULES_FILE])
+    crd = yaml.safe_load(rendered[generate_alerts.CRD_FILE])
+    assert crd["kind"] == "PrometheusRule" and crd["spec"]["groups"] == plain["groups"]
+
+
+def test_committed_dashboards_are_what_the_generator_makes() -> None:
+    for name, text in generate_dashboards.render().items():
+        assert (ROOT / "dashboards" / name).read_text() == text, f"dashboards/{name} is stale"
+
+
+def test_thresholds_and_for_come_from_the_config(tmp_path) -> None:
+    config = generate_alerts.load_config(ROOT / "alerts" / "config.yml")
+    config["alerts"]["SpireAgentMemoryNearLimit"] = {"for": "42m", "fraction": 0.77}
+    rules = yaml.safe_load(generate_alerts.render(config)[generate_alerts.RULES_FILE])["groups"][1]["rules"]
+    memory = next(r for r in rules if r["alert"] == "SpireAgentMemoryNearLimit")
+    assert memory["for"] == "42m" and memory["expr"].endswith("> 0.77")
+
+
+def test_every_alert_is_complete() -> None:
+    alerts = shipped_alerts()
+    assert {a["alert"] for a in alerts} >= REQUIRED
+    for alert in alerts:
+        assert alert["labels"]["severity"] in ("critical", "warning", "info"), alert["alert"]
+        notes = alert["annotations"]
+        assert notes["summary"], alert["alert"]
+        # The description names the node (an absent target has none) and, where there is one, the value.
+        assert "{{ $labels.node }}" in notes["description"] or "absent(" in alert["expr"], alert["alert"]
+        anchor = notes["runbook_url"].removeprefix("docs/runbooks.md")
+        assert anchor in RUNBOOK_ANCHORS, f"{alert['alert']}: no runbook section {anchor}"
+
+
+def test_promtool_check_and_unit_tests_cover_every_alert() -> None:
+    promtool = tool("promtool")
+    for name in (generate_alerts.RULES_FILE,):
+        done = subprocess.run(
+            [promtool, "check", "rules", str(ROOT / "alerts" / name)], capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+    done = subprocess.run(
+        [promtool, "test", "rules", "tests.yml"],
+        cwd=ROOT / "alerts",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0 and "SUCCESS" in done.stdout, done.stdout + done.stderr
+    tests = yaml.safe_load((ROOT / "alerts" / "tests.yml").read_text())["tests"]
+    checks = [c for t in tests for c in t["alert_rule_test"]]
+    for alert in shipped_alerts():
+        mine = [c for c in checks if c["alertname"] == alert["alert"]]
+        assert any(c["exp_alerts"] for c in mine), f"no test that {alert['alert']} fires"
+        assert any(not c["exp_alerts"] for c in mine), f"no test that {alert['alert']} stays silent"
+
+
+def test_amtool_accepts_the_example_alertmanager_config() -> None:
+    amtool = tool("amtool")
+    done = subprocess.run(
+        [amtool, "check-config", str(ROOT / "alerts" / "alertmanager.example.yml")],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    config = yaml.safe_load((ROOT / "alerts" / "alertmanager.example.yml").read_text())
+    routes = {r["matchers"][0]: r["receiver"] for r in config["route"]["routes"]}
+    assert routes['severity="critical"'] == "pager" and routes['severity="warning"'] == "ticket"
+
+
+@pytest.mark.parametrize("name", ["spire-health-fleet.json", "spire-health-node.json"])
+def test_dashboard_shape(name) -> None:
+    d = json.loads((ROOT / "dashboards" / name).read_text())
+    assert d["schemaVersion"] >= 39
+    assert [v["name"] for v in d["templating"]["list"]] == ["datasource", "cluster", "job", "node"]
+    assert (
+        d["annotations"]["list"]
+        and "spire_agent_process_start_time_seconds" in d["annotations"]["list"][0]["expr"]
+    )
+    panels = [p for p in d["panels"] if p["type"] != "row"]
+    ids = [p["id"] for p in d["panels"]]
+    assert len(ids) == len(set(ids))
+    for p in panels:
+        assert p["description"] and p["fieldConfig"]["defaults"]["unit"], p["title"]
+        assert p["datasource"]["uid"] == "${datasource}"
+        for t in p["targets"]:
+            assert 'job=~"$job"' in t["expr"] and 'node=~"$node"' in t["expr"], (p["title"], t["expr"])
+        for link in p.get("links", []):
+            assert link["url"].removeprefix("docs/runbooks.md") in RUNBOOK_ANCHORS
+    assert sum(1 for p in panels if p.get("links")) >= len(panels) - 3

@@ -1,0 +1,156 @@
+"""Real SPIRE -> exporter -> real Prometheus (shipped rules) -> real Alertmanager -> webhook.
+
+Also evaluates every dashboard query through Prometheus' HTTP API with its variables filled in.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, require
+from prom_stack import PromStack, Webhook, binaries, get_json
+from running import RunningExporter, fast_config
+
+pytestmark = [pytest.mark.spire, pytest.mark.prometheus]
+LABELS = {"node": "test-node", "cluster": "test"}
+
+
+def load(path: Path):
+    name = path.stem + "_under_test"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def stack(healthy_spire, tmp_path):
+    if None in binaries():
+        require("prometheus and prometheus-alertmanager (Debian packages) are not installed")
+    spire = healthy_spire
+    if not spire.limit_agent_memory(512 * 2**20):
+        require("cannot put the agent in a memory cgroup with a limit here")
+    generate = load(ROOT / "alerts" / "generate.py")
+    # Only `for:` is shortened for the test; every expression is the shipped one.
+    rules = tmp_path / "rules.yml"
+    rules.write_text(
+        generate.render(generate.load_config(ROOT / "alerts" / "config.yml"), "3s")[generate.RULES_FILE]
+    )
+    cfg = fast_config(
+        f"unix://{spire.agent_socket}",
+        **{
+            "agent.process.cmdline_pattern": re.escape(f"{spire.dir}/agent/agent.conf"),
+            "agent.health.url": f"http://127.0.0.1:{spire.health_port}",
+        },
+    )
+    webhook = Webhook()
+    with RunningExporter(cfg) as running:
+        prom = PromStack(tmp_path, running.url.removeprefix("http://"), rules, webhook, LABELS)
+        try:
+            yield spire, running, prom, webhook
+        finally:
+            prom.stop()
+            webhook.close()
+
+
+def fill(expr: str, node: str) -> str:
+    return (
+        expr.replace("$cluster", ".*").replace("$job", "spire-health-exporter").replace("$node", node)
+        .replace("$__rate_interval", "1m")
+    )  # fmt: skip
+
+
+def wait_for_data(prom: PromStack) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        result = prom.query('count(rate(spire_workload_api_probes_total{code="OK"}[1m]) > 0)')["data"][
+            "result"
+        ]
+        if result and float(result[0]["value"][1]) >= 5:
+            return
+        time.sleep(1)
+    raise AssertionError("Prometheus never saw the exporter's probes")
+
+
+def test_dashboards_rules_and_alert_delivery(stack) -> None:
+    spire, _, prom, webhook = stack
+    wait_for_data(prom)
+    time.sleep(5)  # a few scrapes, so rate() over every series has two samples
+
+    # Every query of every panel, and every variable, returns data.
+    for name in ("spire-health-fleet.json", "spire-health-node.json"):
+        dashboard = json.loads((ROOT / "dashboards" / name).read_text())
+        node = "test-node" if "node" in name else ".*"
+        queries = [(p["title"], t["expr"]) for p in dashboard["panels"] for t in p.get("targets", [])]
+        assert len(queries) >= 15
+        for title, expr in queries:
+            answer = prom.query(fill(expr, node))
+            assert answer["status"] == "success", (name, title)
+            assert answer["data"]["result"], (
+                f"{name}: panel {title!r} returned no data for {fill(expr, node)}"
+            )
+        for variable in dashboard["templating"]["list"][1:]:
+            label = variable["name"]
+            match = re.match(r"label_values\((.*), (\w+)\)$", variable["definition"])
+            assert match and match.group(2) == label
+            series = prom.query(fill(match.group(1), node))["data"]["result"]
+            assert {s["metric"].get(label) for s in series} >= {LABELS.get(label, "spire-health-exporter")}
+        for annotation in dashboard["annotations"]["list"]:
+            assert prom.query(fill(annotation["expr"], node))["status"] == "success"
+
+    # Every shipped rule loaded and evaluates without error.
+    groups = get_json(prom.url + "/api/v1/rules")["data"]["groups"]
+    rules = [r for g in groups for r in g["rules"]]
+    assert len(rules) == 18
+    assert all(r["health"] == "ok" for r in rules), [(r["name"], r.get("lastError")) for r in rules]
+    assert not [r["name"] for r in rules if r["type"] == "alerting" and r["state"] != "inactive"]
+
+    # Pausing the agent fires the probe-failure, deadline and not-serving alerts; Alertmanager
+    # routes the critical ones to the pager receiver with their labels and annotations.
+    spire.pause_agent()
+    try:
+        deadline = time.monotonic() + 60
+        while not (
+            webhook.alerts("firing", "SpireAgentWorkloadAPIProbeFailing")
+            and webhook.alerts("firing", "SpireAgentWorkloadAPIDeadlineExceeded")
+            and webhook.alerts("firing", "SpireAgentNotServing")
+        ):
+            assert time.monotonic() < deadline, f"alerts never delivered: {webhook.received}"
+            time.sleep(0.5)
+    finally:
+        spire.resume_agent()
+    path, alert = webhook.alerts("firing", "SpireAgentWorkloadAPIProbeFailing")[0]
+    assert path == "/pager"
+    labels = alert["labels"]
+    assert labels["severity"] == "critical" and labels["node"] == "test-node" and labels["cluster"] == "test"
+    assert labels["job"] == "spire-health-exporter" and labels["rpc"] in {
+        "fetch_x509_svid", "fetch_x509_bundles", "fetch_jwt_svid", "fetch_jwt_bundles", "validate_jwt_svid",
+    }  # fmt: skip
+    notes = alert["annotations"]
+    assert notes["summary"] == "SPIRE agent Workload API probe failing"
+    assert f"The {labels['rpc']} probe on node test-node has failed" in notes["description"]
+    assert notes["runbook_url"] == "docs/runbooks.md#spireagentworkloadapiprobefailing"
+    path, alert = webhook.alerts("firing", "SpireAgentWorkloadAPIDeadlineExceeded")[0]
+    assert path == "/pager" and alert["labels"]["code"] == "DEADLINE_EXCEEDED"
+    assert re.match(
+        r"^\d+(\.\d+)? Workload API probes on node test-node ran into", alert["annotations"]["description"]
+    )
+
+    # A warning goes to the ticket receiver; the process still runs, so nothing inhibits the above.
+    path, alert = webhook.alerts("firing", "SpireAgentNotServing")[0]
+    assert path == "/ticket" and alert["labels"]["severity"] == "warning"
+    assert not webhook.alerts("firing", "SpireAgentDown")
+
+    # Resuming the agent resolves the probe-failure alert.
+    deadline = time.monotonic() + 60
+    while not webhook.alerts("resolved", "SpireAgentWorkloadAPIProbeFailing"):
+        assert time.monotonic() < deadline, "the probe-failure alert never resolved"
+        time.sleep(0.5)
+    assert webhook.alerts("resolved", "SpireAgentWorkloadAPIProbeFailing")[0][0] == "/pager"
