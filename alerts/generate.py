@@ -6,7 +6,7 @@
     python alerts/generate.py --for-override 5s    # every `for:` replaced (tests only)
 
 Writes spire-health-exporter.rules.yml (plain rule file) and prometheusrule.yaml (the same
-groups as a prometheus-operator PrometheusRule).
+groups as a prometheus-operator PrometheusRule), and copies the rule file into the Helm chart.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from typing import Any
 import yaml
 
 HERE = Path(__file__).resolve().parent
+# The Helm chart can only read files inside itself, so it gets a copy of the rule file.
+CHART_FILES = HERE.parent / "deploy" / "helm" / "spire-health-exporter" / "files"
 RULES_FILE = "spire-health-exporter.rules.yml"
 CRD_FILE = "prometheusrule.yaml"
 # The round trip measures the server path; its failures have their own meaning (see the runbook).
@@ -248,8 +250,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--for-override", default=None, help="replace every for: (for tests)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    for name, text in render(load_config(args.config), args.for_override).items():
+    rendered = render(load_config(args.config), args.for_override)
+    for name, text in rendered.items():
         (args.out / name).write_text(text)
+    if args.out == HERE:
+        (CHART_FILES / RULES_FILE).write_text(rendered[RULES_FILE])
     return 0
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+# The Helm chart can only read files inside itself, so it gets a copy of the dashboards.
+CHART_FILES = HERE.parent / "deploy" / "helm" / "spire-health-exporter" / "files" / "dashboards"
 RUNBOOKS = "docs/runbooks.md"
 DS = {"type": "prometheus", "uid": "${datasource}"}
 # Every query selects with these; series without a cluster label still match cluster=~".*".
@@ -530,6 +532,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     for name, text in render().items():
         (args.out / name).write_text(text)
+        if args.out == HERE:
+            CHART_FILES.mkdir(parents=True, exist_ok=True)
+            (CHART_FILES / name).write_text(text)
     return 0
 
 

@@ -41,23 +41,61 @@ def _inside(root: Path, relative: str) -> Path | None:
     return full if full == root or root in full.parents else None
 
 
-def locate(proc_cgroup: str, root: Path) -> tuple[int, Path] | None:
-    """(version, directory) of the memory cgroup named by a /proc/<pid>/cgroup text."""
-    v2_path = None
-    for line in proc_cgroup.splitlines():
-        hierarchy, _, rest = line.partition(":")
-        controllers, _, path = rest.partition(":")
-        if hierarchy != "0" and "memory" in controllers.split(","):
-            directory = _inside(root / "memory", path)
-            if directory and directory.is_dir():
-                return 1, directory
-        if hierarchy == "0" and controllers == "":
-            v2_path = path
-    if v2_path is not None:
-        directory = _inside(root, v2_path)
-        if directory and (directory / "memory.current").exists():
-            return 2, directory
+def find_own_cgroup(tree: Path, pid: int, limit: int = 50_000) -> str | None:
+    """Where this process sits in the host's cgroup tree, found by its pid in cgroup.procs.
+
+    Inside a cgroup namespace the kernel names other processes' cgroups relative to our own
+    ("/../../pod/agent"); with the host's tree mounted and hostPID, this anchors those paths.
+    """
+    wanted = str(pid)
+    for count, (directory, _, files) in enumerate(os.walk(tree)):
+        if count >= limit:
+            return None
+        if "cgroup.procs" in files:
+            try:
+                if wanted in Path(directory, "cgroup.procs").read_text().split():
+                    relative = os.path.relpath(directory, tree)
+                    return "/" if relative == "." else "/" + relative
+            except OSError:
+                continue
     return None
+
+
+class Locator:
+    """Finds a process's memory cgroup under `root`, resolving namespace-relative paths once."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._own: dict[int, str | None] = {}
+
+    def _anchored(self, tree: Path, relative: str) -> Path | None:
+        directory = _inside(tree, relative)
+        if directory is None and relative.startswith("/.."):
+            version = 1 if tree != self.root else 2
+            if version not in self._own:
+                self._own[version] = find_own_cgroup(tree, os.getpid())
+            own = self._own[version]
+            if own is not None:
+                directory = _inside(tree, own.rstrip("/") + relative)
+        return directory
+
+    def locate(self, proc_cgroup: str) -> tuple[int, Path] | None:
+        """(version, directory) of the memory cgroup named by a /proc/<pid>/cgroup text."""
+        v2_path = None
+        for line in proc_cgroup.splitlines():
+            hierarchy, _, rest = line.partition(":")
+            controllers, _, path = rest.partition(":")
+            if hierarchy != "0" and "memory" in controllers.split(","):
+                directory = self._anchored(self.root / "memory", path)
+                if directory and directory.is_dir():
+                    return 1, directory
+            if hierarchy == "0" and controllers == "":
+                v2_path = path
+        if v2_path is not None:
+            directory = self._anchored(self.root, v2_path)
+            if directory and (directory / "memory.current").exists():
+                return 2, directory
+        return None
 
 
 def _v2_limit(directory: Path, root: Path) -> int | None:
@@ -74,15 +112,16 @@ def _v2_limit(directory: Path, root: Path) -> int | None:
     return min(limits) if limits else None
 
 
-def read(pid: int, proc_root: Path, root: Path) -> CgroupSample | None:
+def read(pid: int, proc_root: Path, locator: Locator) -> CgroupSample | None:
     try:
         text = (proc_root / str(pid) / "cgroup").read_text()
     except OSError:
         return None
-    found = locate(text, root)
+    found = locator.locate(text)
     if found is None:
         return None
     version, directory = found
+    root = locator.root
     if version == 2:
         return CgroupSample(
             version=2,

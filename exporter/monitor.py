@@ -15,7 +15,7 @@ class AgentMonitor:
         self.state = state
         self.proc_root = Path(agent["proc_root"])
         self.process_enabled = agent["process"]["enabled"]
-        self.cgroup_root = Path(agent["cgroup"]["root"]) if agent["cgroup"]["enabled"] else None
+        self.cgroups = cgroup.Locator(Path(agent["cgroup"]["root"])) if agent["cgroup"]["enabled"] else None
         self.health = agent["health"]
         self.finder = agent_process.ProcessFinder(
             agent["process"]["name"],
@@ -28,11 +28,7 @@ class AgentMonitor:
         if self.process_enabled:
             proc = self.finder.find()
             sample = agent_process.sample(proc, self.proc_root) if proc else None
-            group = (
-                cgroup.read(sample.pid, self.proc_root, self.cgroup_root)
-                if sample and self.cgroup_root
-                else None
-            )
+            group = cgroup.read(sample.pid, self.proc_root, self.cgroups) if sample and self.cgroups else None
             self.state.set_process(sample, group)
         if self.health["url"]:
             base = self.health["url"].rstrip("/")

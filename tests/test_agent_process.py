@@ -35,7 +35,7 @@ def test_v2_tree_reads_usage_effective_limit_peak_and_oom_kills(tmp_path: Path) 
     write(root, f"{pod}/agent/memory.peak", "199999488\n")
     write(root, f"{pod}/agent/memory.events", "low 0\nhigh 0\nmax 4\noom 2\noom_kill 2\noom_group_kill 0\n")
     proc = proc_tree(tmp_path, 42, f"0::/{pod}/agent\n")
-    sample = cgroup.read(42, proc, root)
+    sample = cgroup.read(42, proc, cgroup.Locator(root))
     assert sample == cgroup.CgroupSample(
         version=2, usage=104857600, limit=268435456, peak=199999488, oom_kills=2
     )
@@ -46,7 +46,7 @@ def test_v2_without_limit_or_peak(tmp_path: Path) -> None:
     write(root, "svc/memory.current", "1000\n")
     write(root, "svc/memory.max", "max\n")
     proc = proc_tree(tmp_path, 7, "0::/svc\n")
-    sample = cgroup.read(7, proc, root)
+    sample = cgroup.read(7, proc, cgroup.Locator(root))
     assert sample is not None
     assert (sample.usage, sample.limit, sample.peak, sample.oom_kills) == (1000, None, None, None)
 
@@ -60,7 +60,7 @@ def test_v1_tree(tmp_path: Path) -> None:
     write(root, f"{d}/memory.max_usage_in_bytes", "73400320\n")
     write(root, f"{d}/memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n")
     proc = proc_tree(tmp_path, 9, "12:pids:/kubepods\n4:memory:/kubepods/burstable/pod1/agent\n0::/\n")
-    assert cgroup.read(9, proc, root) == cgroup.CgroupSample(
+    assert cgroup.read(9, proc, cgroup.Locator(root)) == cgroup.CgroupSample(
         version=1, usage=52428800, limit=134217728, peak=73400320, oom_kills=3
     )
 
@@ -70,7 +70,7 @@ def test_v1_unlimited_is_no_limit(tmp_path: Path) -> None:
     write(root, "memory/a/memory.usage_in_bytes", "5\n")
     write(root, "memory/a/memory.limit_in_bytes", "9223372036854771712\n")
     proc = proc_tree(tmp_path, 9, "4:memory:/a\n")
-    sample = cgroup.read(9, proc, root)
+    sample = cgroup.read(9, proc, cgroup.Locator(root))
     assert sample is not None and sample.limit is None and sample.usage == 5
 
 
@@ -78,16 +78,31 @@ def test_path_outside_the_mounted_tree_is_not_read(tmp_path: Path) -> None:
     root = tmp_path / "cg"
     write(tmp_path, "secret/memory.current", "1\n")
     proc = proc_tree(tmp_path, 5, "0::/../secret\n")
-    assert cgroup.read(5, proc, root) is None
+    assert cgroup.read(5, proc, cgroup.Locator(root)) is None
+
+
+def test_namespace_relative_path_is_anchored_at_our_own_cgroup(tmp_path: Path) -> None:
+    """In a cgroup namespace the agent's path is relative to ours; find ours by pid and resolve."""
+    root = tmp_path / "cg"
+    write(root, "kubepods/podA/exporter/cgroup.procs", f"1\n{os.getpid()}\n")
+    write(root, "kubepods/podB/agent/memory.current", "4096\n")
+    write(root, "kubepods/podB/agent/memory.max", "8192\n")
+    write(root, "kubepods/podB/memory.max", "max\n")
+    proc = proc_tree(tmp_path, 77, "0::/../../podB/agent\n")
+    sample = cgroup.read(77, proc, cgroup.Locator(root))
+    assert sample is not None and (sample.usage, sample.limit) == (4096, 8192)
+    # Too far up for the tree we were given: not read.
+    proc = proc_tree(tmp_path, 78, "0::/../../../../../etc\n")
+    assert cgroup.read(78, proc, cgroup.Locator(root)) is None
 
 
 def test_missing_process_gives_none(tmp_path: Path) -> None:
-    assert cgroup.read(123456, tmp_path, tmp_path) is None
+    assert cgroup.read(123456, tmp_path, cgroup.Locator(tmp_path)) is None
 
 
 def test_this_machines_own_cgroup() -> None:
     """Whatever this machine runs (v1 here, v2 on most), our own process's memory cgroup reads."""
-    sample = cgroup.read(os.getpid(), Path("/proc"), Path("/sys/fs/cgroup"))
+    sample = cgroup.read(os.getpid(), Path("/proc"), cgroup.Locator(Path("/sys/fs/cgroup")))
     if sample is None:
         pytest.skip("no memory controller visible to this process")
     assert sample.version in (1, 2)

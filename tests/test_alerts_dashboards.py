@@ -53,6 +53,8 @@ def test_committed_rule_files_are_what_the_generator_makes() -> None:
     rendered = generate_alerts.render(generate_alerts.load_config(ROOT / "alerts" / "config.yml"))
     for name, text in rendered.items():
         assert (ROOT / "alerts" / name).read_text() == text, f"alerts/{name} is stale: run alerts/generate.py"
+    chart_copy = generate_alerts.CHART_FILES / generate_alerts.RULES_FILE
+    assert chart_copy.read_text() == rendered[generate_alerts.RULES_FILE], "the chart's rule file is stale"
     plain = yaml.safe_load(rendered[generate_alerts.RULES_FILE])
     crd = yaml.safe_load(rendered[generate_alerts.CRD_FILE])
     assert crd["kind"] == "PrometheusRule" and crd["spec"]["groups"] == plain["groups"]
@@ -61,6 +63,7 @@ def test_committed_rule_files_are_what_the_generator_makes() -> None:
 def test_committed_dashboards_are_what_the_generator_makes() -> None:
     for name, text in generate_dashboards.render().items():
         assert (ROOT / "dashboards" / name).read_text() == text, f"dashboards/{name} is stale"
+        assert (generate_dashboards.CHART_FILES / name).read_text() == text, f"the chart's {name} is stale"
 
 
 def test_thresholds_and_for_come_from_the_config(tmp_path) -> None:

@@ -1,0 +1,53 @@
+{{- define "she.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "she.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else if contains (include "she.name" .) .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name (include "she.name" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{- define "she.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "she.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "she.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{ include "she.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "she.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "she.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* Cgroup metrics need the agent's pid, so they depend on agentProcess. */}}
+{{- define "she.cgroupEnabled" -}}
+{{- if and .Values.agentProcess.enabled .Values.agentCgroup.enabled }}true{{ end }}
+{{- end }}
+
+{{- define "she.config" -}}
+{{- $c := dict
+  "workload_api" (dict "socket" (printf "unix://%s/%s" .Values.agentSocket.mountPath .Values.agentSocket.socketName))
+  "probes" .Values.probes
+  "agent" (dict
+    "proc_root" "/proc"
+    "process" (dict "enabled" .Values.agentProcess.enabled "name" .Values.agentProcess.name "cmdline_pattern" .Values.agentProcess.cmdlinePattern)
+    "cgroup" (dict "enabled" (eq (include "she.cgroupEnabled" .) "true") "root" "/host/sys/fs/cgroup")
+    "health" (dict "url" .Values.agentHealth.url))
+  "web" (dict "listen_address" (printf ":%v" .Values.service.port))
+  "log" (dict "level" .Values.logLevel "format" .Values.logFormat)
+-}}
+{{- mergeOverwrite $c (deepCopy .Values.config) | toYaml }}
+{{- end }}

@@ -1,0 +1,314 @@
+"""Deployment: the Helm chart (lint, render, offline schema validation, properties), the systemd
+unit, and the container's install path (wheel -> fresh venv -> non-root UID -> real agent)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+from conftest import ROOT, require
+
+from exporter import config as exporter_config
+
+CHART = ROOT / "deploy" / "helm" / "spire-health-exporter"
+K8S_VERSION = "1.31.0"
+ALL_ON = {
+    "podMonitor.enabled": "true",
+    "serviceMonitor.enabled": "true",
+    "prometheusRule.enabled": "true",
+    "dashboards.enabled": "true",
+    "clusterSPIFFEID.enabled": "true",
+}
+VALUE_SETS = {
+    "defaults": {},
+    "everything": ALL_ON,
+    "csi-no-process": {"agentSocket.mode": "csi", "agentProcess.enabled": "false"},
+    "process-without-cgroup": {"agentCgroup.enabled": "false", "agentHealth.url": "http://127.0.0.1:9982"},
+    "tuned": {
+        "probes.interval": "30s",
+        "probes.timeout": "10s",
+        "probes.fetch_jwt_svid_roundtrip.enabled": "true",
+        "config.limits.max_spiffe_ids": "3",
+        "image.tag": "1.2.3",
+        "priorityClassName": "system-node-critical",
+    },
+}
+
+
+def helm() -> str:
+    path = os.environ.get("HELM_BIN") or shutil.which("helm")
+    if not path:
+        require("helm is not available (scripts/build-helm builds it with Go)")
+    return path
+
+
+def render(values: dict[str, str]) -> list[dict]:
+    args = [helm(), "template", "she", str(CHART), "--namespace", "spire-system"]
+    for key, value in values.items():
+        args += ["--set", f"{key}={value}"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return [d for d in yaml.safe_load_all(done.stdout) if d]
+
+
+def of_kind(docs: list[dict], kind: str) -> list[dict]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def daemonset(docs: list[dict]) -> dict:
+    (ds,) = of_kind(docs, "DaemonSet")
+    return ds
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_chart_lints_strictly(name) -> None:
+    args = [helm(), "lint", "--strict", str(CHART)]
+    for key, value in VALUE_SETS[name].items():
+        args += ["--set", f"{key}={value}"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_rendered_manifests_validate_offline(name) -> None:
+    docs = render(VALUE_SETS[name])
+    crds = {"PodMonitor", "ServiceMonitor", "PrometheusRule", "ClusterSPIFFEID"}
+    for doc in docs:
+        if doc["kind"] in crds:
+            # Not Kubernetes' own kinds: their shape is checked by the property tests below.
+            assert doc["apiVersion"] in ("monitoring.coreos.com/v1", "spire.spiffe.io/v1alpha1")
+            assert doc["metadata"]["name"] and doc["spec"]
+            continue
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    # The exporter itself accepts the configuration the chart writes.
+    (cm,) = [d for d in of_kind(docs, "ConfigMap") if "config.yml" in d["data"]]
+    cfg = exporter_config.build(yaml.safe_load(cm["data"]["config.yml"]), environ={})
+    assert cfg.endpoint == "unix:///spiffe-workload-api/spire-agent.sock"
+
+
+def test_socket_mounts_read_only_from_host_path_or_csi() -> None:
+    ds = daemonset(render({}))
+    pod = ds["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert volumes["agent-socket"]["hostPath"] == {"path": "/run/spire/agent-sockets", "type": "Directory"}
+    assert mounts["agent-socket"]["readOnly"] is True
+    csi = daemonset(render({"agentSocket.mode": "csi"}))["spec"]["template"]["spec"]
+    volume = next(v for v in csi["volumes"] if v["name"] == "agent-socket")
+    assert volume == {"name": "agent-socket", "csi": {"driver": "csi.spiffe.io", "readOnly": True}}
+
+
+def test_host_pid_and_cgroup_mount_only_when_asked() -> None:
+    pod = daemonset(render({}))["spec"]["template"]["spec"]
+    assert pod["hostPID"] is True
+    cgroup = next(v for v in pod["volumes"] if v["name"] == "host-cgroup")
+    assert cgroup["hostPath"]["path"] == "/sys/fs/cgroup"
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "host-cgroup")
+    assert mount["readOnly"] is True
+    off = daemonset(render({"agentProcess.enabled": "false"}))["spec"]["template"]["spec"]
+    assert "hostPID" not in off
+    assert all(v["name"] != "host-cgroup" for v in off["volumes"])
+    no_cgroup = daemonset(render({"agentCgroup.enabled": "false"}))["spec"]["template"]["spec"]
+    assert no_cgroup["hostPID"] is True and all(v["name"] != "host-cgroup" for v in no_cgroup["volumes"])
+
+
+def test_least_privilege_security_context_and_health_probes() -> None:
+    pod = daemonset(render({}))["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 65532
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    container = pod["containers"][0]
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert container["resources"]["limits"]["memory"] and container["resources"]["requests"]["cpu"]
+    assert {"operator": "Exists"} in pod["tolerations"]
+
+
+def test_monitors_relabel_the_node_name() -> None:
+    docs = render(ALL_ON)
+    (pm,) = of_kind(docs, "PodMonitor")
+    (sm,) = of_kind(docs, "ServiceMonitor")
+    for relabelings in (
+        pm["spec"]["podMetricsEndpoints"][0]["relabelings"],
+        sm["spec"]["endpoints"][0]["relabelings"],
+    ):
+        assert {"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node"} in relabelings
+    (svc,) = of_kind(docs, "Service")
+    assert svc["spec"]["clusterIP"] == "None"
+    assert not of_kind(render({}), "PodMonitor") and not of_kind(render({}), "PrometheusRule")
+
+
+def test_prometheus_rule_and_dashboards_equal_the_generated_ones() -> None:
+    docs = render(ALL_ON)
+    (rule,) = of_kind(docs, "PrometheusRule")
+    shipped = yaml.safe_load((ROOT / "alerts" / "spire-health-exporter.rules.yml").read_text())
+    assert rule["spec"]["groups"] == shipped["groups"]
+    (dashboards,) = [d for d in of_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-dashboards")]
+    assert dashboards["metadata"]["labels"]["grafana_dashboard"] == "1"
+    for name in ("spire-health-fleet.json", "spire-health-node.json"):
+        assert json.loads(dashboards["data"][name]) == json.loads((ROOT / "dashboards" / name).read_text())
+
+
+def test_cluster_spiffe_id_selects_the_exporter_pods() -> None:
+    docs = render(ALL_ON)
+    (cs,) = of_kind(docs, "ClusterSPIFFEID")
+    assert cs["spec"]["spiffeIDTemplate"] == (
+        "spiffe://{{ .TrustDomain }}/ns/{{ .PodMeta.Namespace }}/sa/{{ .PodSpec.ServiceAccountName }}"
+    )
+    pod_labels = daemonset(docs)["spec"]["template"]["metadata"]["labels"]
+    assert cs["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert cs["spec"]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "spire-system"}
+
+
+def test_tuned_values_reach_the_exporter_config() -> None:
+    docs = render(VALUE_SETS["tuned"])
+    (cm,) = of_kind(docs, "ConfigMap")
+    cfg = exporter_config.build(yaml.safe_load(cm["data"]["config.yml"]), environ={})
+    assert cfg.probes["fetch_x509_svid"].interval == 30.0 and cfg.probes["fetch_x509_svid"].timeout == 10.0
+    assert cfg.probes["fetch_jwt_svid_roundtrip"].enabled
+    assert cfg.get("limits", "max_spiffe_ids") == 3
+    pod = daemonset(docs)["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == "spire-health-exporter:1.2.3"
+    assert pod["priorityClassName"] == "system-node-critical"
+
+
+def test_systemd_unit_verifies() -> None:
+    analyze = shutil.which("systemd-analyze")
+    if not analyze:
+        require("systemd-analyze is not installed")
+    unit = (ROOT / "deploy" / "systemd" / "spire-health-exporter.service").read_text()
+    for directive in (
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "CapabilityBoundingSet=",
+        "User=spire-health-exporter",
+    ):
+        assert directive in unit
+    # verify checks that ExecStart exists; point it at this environment's installed command.
+    installed = shutil.which("spire-health-exporter") or str(
+        Path(sys.executable).parent / "spire-health-exporter"
+    )
+    with_binary = unit.replace("/opt/spire-health-exporter/bin/spire-health-exporter", installed)
+    path = Path(os.environ.get("TMPDIR", "/tmp")) / f"spire-health-exporter-{os.getpid()}.service"
+    try:
+        path.write_text(with_binary)
+        done = subprocess.run([analyze, "verify", str(path)], capture_output=True, text=True, timeout=60)
+    finally:
+        path.unlink(missing_ok=True)
+    assert done.returncode == 0 and not done.stderr.strip(), done.stderr
+
+
+NONROOT = 65532
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.spire
+def test_wheel_installs_into_a_fresh_venv_and_runs_as_non_root_against_the_real_agent(healthy_spire) -> None:
+    if os.getuid() != 0:
+        require("switching to a non-root UID needs root")
+    # pytest's own temporary directories are private to root; this one must be reachable.
+    tmp_path = Path(tempfile.mkdtemp(prefix="she-wheel-"))
+    try:
+        _wheel_install_and_run(healthy_spire, tmp_path)
+    finally:
+        shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def _wheel_install_and_run(spire, tmp_path: Path) -> None:
+    python = shutil.which("python3", path="/usr/bin") or sys.executable
+    wheels = tmp_path / "wheelhouse"
+    # Build the wheel and fetch its dependencies as the builder (the image's first stage does this).
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "wheel", "--no-deps", "-w", str(wheels), str(ROOT)], check=True, timeout=300)
+    (wheel,) = wheels.glob("spire_health_exporter-*.whl")
+    subprocess.run([*pip, "download", "-d", str(wheels), str(wheel)], check=True, timeout=300)
+    home = tmp_path / "home"
+    home.mkdir()
+    os.chown(home, NONROOT, NONROOT)
+    for path in (tmp_path, wheels, *wheels.iterdir()):
+        path.chmod(0o755)
+    as_nonroot = {
+        "user": NONROOT,
+        "group": NONROOT,
+        "extra_groups": [],
+        "env": {"HOME": str(home), "PATH": "/usr/bin:/bin"},
+    }
+    venv = home / "venv"
+    subprocess.run([python, "-m", "venv", str(venv)], check=True, timeout=120, **as_nonroot)
+    subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", "--no-index", "--find-links", str(wheels), str(wheel)],
+        check=True, timeout=300, **as_nonroot,
+    )  # fmt: skip
+    version = subprocess.run(
+        [str(venv / "bin" / "spire-health-exporter"), "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+        **as_nonroot,
+    )
+    assert version.stdout.strip() == "spire-health-exporter 0.1.0"
+
+    # The non-root UID reaches the socket and has its own registration entry, as in a pod.
+    for directory in (spire.dir, spire.agent_socket.parent):
+        directory.chmod(0o755)
+    nonroot_id = f"spiffe://{spire.trust_domain}/nonroot"
+    entry = spire.create_entry(spiffe_id=nonroot_id, uid=NONROOT)
+    port = _free_port()
+    proc = subprocess.Popen(
+        [
+            str(venv / "bin" / "spire-health-exporter"),
+            "--spiffe.endpoint-socket", f"unix://{spire.agent_socket}",
+            "--web.listen-address", f"127.0.0.1:{port}",
+            "--probes.interval", "1s", "--probes.timeout", "800ms",
+            "--agent.cmdline-pattern", f"{spire.dir}/agent/agent.conf",
+        ],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **as_nonroot,
+    )  # fmt: skip
+    try:
+        wanted = (
+            'spire_workload_api_probe_success{rpc="fetch_x509_svid"} 1.0',
+            'spire_workload_api_probe_success{rpc="validate_jwt_svid"} 1.0',
+            f'spire_svid_expiry_timestamp_seconds{{kind="x509",spiffe_id="{nonroot_id}"}}',
+            # Without privileges it still reads the root-owned agent's process and memory.
+            "spire_agent_process_up 1.0",
+            "spire_agent_process_peak_resident_memory_bytes ",
+        )
+        deadline, lines = time.monotonic() + 40, []
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                    lines = [line for line in r.read().decode().splitlines() if not line.startswith("#")]
+            except OSError:
+                pass
+            if all(any(line.startswith(w) for line in lines) for w in wanted):
+                break
+            time.sleep(0.5)
+        missing = [w for w in wanted if not any(line.startswith(w) for line in lines)]
+        assert not missing, (missing, [line for line in lines if "success" in line or "process" in line])
+        # ...but not its file descriptors, which need the same UID or CAP_SYS_PTRACE.
+        assert not any(line.startswith("spire_agent_process_open_fds ") for line in lines)
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=20)
+        spire.delete_entry(entry)
+    assert proc.returncode == 0, err
