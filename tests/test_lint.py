@@ -12,11 +12,15 @@ def ruff() -> str:
     return shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
 
 
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([ruff(), *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
 def test_ruff_check() -> None:
-    done = subprocess.run([ruff(), "check", "."], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    done = run("check", ".")
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_ruff_format() -> None:
-    done = subprocess.run([ruff(), "format", "--check", "."], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    done = run("format", "--check", ".")
     assert done.returncode == 0, done.stdout + done.stderr
