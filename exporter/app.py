@@ -23,6 +23,7 @@ from exporter.scheduler import Job, Scheduler
 from exporter.state import STALE_TOKEN, ProbeState
 from exporter.watch import RotationWatch
 from exporter.web import ExporterServer
+from exporter.webconfig import WebSecurity
 
 log = logging.getLogger("exporter")
 # Failure codes of a probe's own, shown at zero from the start like the common ones.
@@ -84,7 +85,7 @@ class Exporter:
         self.scheduler.stop()
         self.client.close()
 
-    def serve(self, security: object = None) -> ExporterServer:
+    def serve(self, security: WebSecurity | None = None) -> ExporterServer:
         web = self.config.get("web")
         server = ExporterServer(
             split_listen_address(web["listen_address"]),

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Sequence
 
-from exporter import __version__, logs
+from exporter import __version__, logs, webconfig
 from exporter.app import Exporter
 from exporter.config import FLAGS, Config, ConfigError, load
 from exporter.logs import event
@@ -91,19 +91,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{args.file}: configuration is valid")
             return 0
         config = load(args.config_file, flags=_flags(args))
+        web_config = config.get("web", "config_file")
+        security = webconfig.load(web_config) if web_config and args.command is None else None
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return EXIT_CONFIG
     logs.setup(config.get("log", "level"), config.get("log", "format"))
     if args.command == "probe":
         return run_once(config)
-    return serve(config)
+    return serve(config, security)
 
 
-def serve(config: Config) -> int:
+def serve(config: Config, security: webconfig.WebSecurity | None = None) -> int:
     exporter = Exporter(config)
     try:
-        server = exporter.serve()
+        server = exporter.serve(security)
     except OSError as e:
         event(
             log,

@@ -78,7 +78,7 @@ SCHEMA: dict[str, Any] = {
         "listen_address": Field("str", ":9989"),
         "telemetry_path": Field("str", "/metrics"),
         "config_file": Field("str", ""),
-        "max_connections": Field("int", 64),
+        "max_connections": Field("int", 128),
     },
     "log": {"level": Field("str", "info"), "format": Field("str", "logfmt")},
 }

@@ -20,10 +20,40 @@ from prometheus_client.exposition import choose_encoder
 from exporter import __version__
 from exporter.logs import event
 from exporter.state import ProbeState
+from exporter.webconfig import WebSecurity
 
 log = logging.getLogger("exporter.web")
 SOCKET_TIMEOUT = 10.0
+# A whole request (or the wait for the next one on a kept-alive connection) must arrive within
+# this, however slowly its bytes trickle in; a slow-loris client can't hold a thread longer.
+REQUEST_DEADLINE = 10.0
 MAX_HEADER_BYTES = 16 * 1024
+
+
+class _DeadlineReader:
+    """The request stream, with one deadline for everything read until the request is parsed."""
+
+    def __init__(self, raw: Any, connection: socket.socket) -> None:
+        self._raw = raw
+        self._connection = connection
+        self.deadline = time.monotonic() + REQUEST_DEADLINE
+
+    def _arm(self) -> None:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("request deadline passed")
+        self._connection.settimeout(remaining)
+
+    def readline(self, limit: int = -1) -> bytes:
+        self._arm()
+        return bytes(self._raw.readline(limit))
+
+    def read(self, n: int = -1) -> bytes:
+        self._arm()
+        return bytes(self._raw.read(n))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._raw, name)
 
 
 class ExporterServer(ThreadingHTTPServer):
@@ -37,8 +67,8 @@ class ExporterServer(ThreadingHTTPServer):
         registry: CollectorRegistry,
         state: ProbeState,
         telemetry_path: str = "/metrics",
-        max_connections: int = 64,
-        security: Any = None,
+        max_connections: int = 128,
+        security: WebSecurity | None = None,
     ) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.registry = registry
@@ -90,6 +120,14 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # one line per scrape would drown the state-change lines
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile = _DeadlineReader(self.rfile, self.connection)  # type: ignore[assignment]
+
+    def handle_one_request(self) -> None:
+        self.rfile.deadline = time.monotonic() + REQUEST_DEADLINE  # type: ignore[attr-defined]
+        super().handle_one_request()
 
     def parse_request(self) -> bool:
         if not super().parse_request():
