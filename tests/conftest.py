@@ -5,6 +5,7 @@ Under CI=true a real component that can't be had fails the run instead of skippi
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -21,11 +22,49 @@ from local_spire import LocalSpire, SpireUnavailable  # noqa: E402
 IN_CI = os.environ.get("CI") == "true"
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--soak-seconds",
+        type=float,
+        default=float(os.environ.get("SOAK_SECONDS", "60")),
+        help="length of the soak test (default 60 s, or $SOAK_SECONDS; the full run is 600)",
+    )
+
+
 def require(reason: str) -> None:
     """Skip locally, fail in CI: a missing real component is never skipped silently there."""
     if IN_CI:
         pytest.fail(f"CI=true but {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+# Every log line and page the exporter produced in this run, for test_zz_no_secrets.py.
+OUTPUTS: list[str] = []
+
+
+def record_output(text: str) -> None:
+    OUTPUTS.append(text)
+
+
+class _Recorder(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        OUTPUTS.append(self.format(record))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def record_logs() -> Iterator[None]:
+    """Keep every log line of in-process exporters, at debug level, as logfmt would print it."""
+    from exporter.logs import Formatter
+
+    handler = _Recorder(logging.DEBUG)
+    handler.setFormatter(Formatter("logfmt"))
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield
+    root.removeHandler(handler)
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")

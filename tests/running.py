@@ -8,6 +8,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+from conftest import record_output
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import config
@@ -54,7 +55,9 @@ class RunningExporter:
 
     def text(self, path: str = "/metrics") -> str:
         with urllib.request.urlopen(self.url + path, timeout=5) as response:
-            return response.read().decode()
+            text = response.read().decode()
+        record_output(text)
+        return text
 
     def scrape(self) -> Samples:
         samples: Samples = {}

@@ -13,7 +13,7 @@ import time
 import urllib.request
 
 import pytest
-from conftest import require
+from conftest import record_output, require
 
 from exporter.client import WorkloadClient
 from exporter.config import RPCS
@@ -37,6 +37,7 @@ def test_probe_once_healthy(spire, endpoint) -> None:
         re.escape(f"{spire.dir}/agent/agent.conf"),
     )
     assert done.returncode == 0, done.stdout + done.stderr
+    record_output(done.stdout + done.stderr)
     lines = done.stdout.splitlines()
     assert lines[0].split()[:3] == ["RPC", "RESULT", "LATENCY"]
     for rpc in (*RPCS, "health_check"):
@@ -121,6 +122,7 @@ def test_running_exporter_logs_and_pages_hold_no_secrets(spire, endpoint) -> Non
         out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err[-2000:]
     logs = out + err
+    record_output(logs + metrics)
     lines = [json.loads(line) for line in err.splitlines() if line.strip()]
     assert any(line["msg"] == "probe failing" and line["code"] == "DEADLINE_EXCEEDED" for line in lines)
     assert any(line["msg"] == "probe recovered" for line in lines)

@@ -17,7 +17,7 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
-from conftest import ROOT, require
+from conftest import ROOT, record_output, require
 
 from exporter import config as exporter_config
 
@@ -309,6 +309,7 @@ def _wheel_install_and_run(spire, tmp_path: Path) -> None:
         assert not any(line.startswith("spire_agent_process_open_fds ") for line in lines)
     finally:
         proc.terminate()
-        _, err = proc.communicate(timeout=20)
+        out, err = proc.communicate(timeout=20)
+        record_output(out + err + "\n".join(lines))
         spire.delete_entry(entry)
     assert proc.returncode == 0, err

@@ -303,3 +303,39 @@ def test_hung_agent_never_blocks_scrapes_or_the_next_cycle(fake_agent) -> None:
             assert s[("spire_workload_api_probes_total", (("code", "DEADLINE_EXCEEDED"), ("rpc", rpc)))] >= 3
         assert slowest < 1.0, f"a scrape took {slowest:.3f} s while every probe hung"
         assert own_threads() <= threads_at_start + 1
+
+
+def test_running_exporter_counts_every_malformed_kind_and_keeps_serving(fake_agent) -> None:
+    from running import RunningExporter, fast_config
+
+    cases = list(malformed_cases(fake_agent).values())
+    served = {"n": 0}
+
+    def rotate(method: str):
+        own = [answer for m, answer in cases if m == method]
+
+        def answer(request):
+            served["n"] += 1
+            return own[served["n"] % len(own)](request)
+
+        return answer
+
+    for method in ("FetchX509SVID", "FetchX509Bundles", "FetchJWTSVID", "FetchJWTBundles", "ValidateJWTSVID"):
+        fake_agent.set(method, answer=rotate(method))
+    cfg = fast_config(
+        f"unix://{fake_agent.socket_path}", **{"agent.process.enabled": False, "watch.enabled": False}
+    )
+    with RunningExporter(cfg) as running:
+        s = running.wait_for(
+            lambda s: all(
+                s.get(("spire_workload_api_probes_total", (("code", "INVALID_RESPONSE"), ("rpc", rpc))), 0)
+                >= 3
+                for rpc in METHOD_OF
+            ),
+            15,
+            "malformed answers counted on every RPC",
+        )
+        assert all(
+            s[("spire_workload_api_probes_total", (("code", "OK"), ("rpc", rpc)))] == 0 for rpc in METHOD_OF
+        )
+        assert running.text("/healthz") == "ok\n"
