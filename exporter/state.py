@@ -7,9 +7,11 @@ IDs and `max_trust_domains` trust domains. Readers get copies taken under one lo
 from __future__ import annotations
 
 import bisect
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 from exporter.answers import INVALID_RESPONSE, BundleInfo, SvidInfo
@@ -99,16 +101,29 @@ class ProbeState:
         self._process: ProcessSample | None = None
         self._process_up: bool | None = None
         self._cgroup: CgroupSample | None = None
+        self._version = 0
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[None]:
+        """Every change goes through here, so readers can tell whether anything changed."""
+        with self._lock:
+            self._version += 1
+            yield
+
+    @property
+    def version(self) -> int:
+        """Grows with every change; equal versions mean equal snapshots."""
+        return self._version
 
     def register(self, rpc: str, extra_codes: tuple[str, ...] = ()) -> None:
         """Make an rpc's series visible at zero before its first probe."""
-        with self._lock:
+        with self._write():
             stats = self._rpcs.setdefault(rpc, RpcStats())
             for code in extra_codes:
                 stats.counts.setdefault(code, 0)
 
     def record(self, result: ProbeResult) -> None:
-        with self._lock:
+        with self._write():
             stats = self._rpcs.setdefault(result.rpc, RpcStats())
             previous = stats.last
             stats.counts[result.code] = stats.counts.get(result.code, 0) + 1
@@ -155,7 +170,7 @@ class ProbeState:
     def record_watch(self, svids: list[SvidInfo]) -> list[str]:
         """An update on the long-lived X.509 stream; returns the SPIFFE IDs that rotated."""
         rotated = []
-        with self._lock:
+        with self._write():
             for svid in svids:
                 if not self._admit(svid.spiffe_id):
                     continue
@@ -169,11 +184,11 @@ class ProbeState:
         return rotated
 
     def set_http_health(self, check: str, healthy: bool) -> None:
-        with self._lock:
+        with self._write():
             self._http_health[check] = healthy
 
     def set_process(self, sample: ProcessSample | None, cgroup: CgroupSample | None) -> None:
-        with self._lock:
+        with self._write():
             before = self._process
             self._process_up = sample is not None
             self._process = sample

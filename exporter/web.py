@@ -76,7 +76,26 @@ class ExporterServer(ThreadingHTTPServer):
         self.telemetry_path = telemetry_path
         self.security = security
         self._slots = threading.BoundedSemaphore(max_connections)
+        self._cache: dict[str, tuple[int, bytes]] = {}
+        self._cache_lock = threading.Lock()
         super().__init__(address, Handler)
+
+    def exposition(self, accept: str) -> tuple[bytes, str]:
+        """The encoded metrics, rendered again only when the probe state has changed since.
+
+        Probes change state every few seconds while scrapes can come in bursts from several
+        Prometheus replicas; rendering once per change keeps every scrape cheap.
+        """
+        encoder, content_type = choose_encoder(accept)
+        version = self.state.version
+        with self._cache_lock:
+            cached = self._cache.get(content_type)
+            if cached is not None and cached[0] == version:
+                return cached[1], content_type
+        body = encoder(self.registry)
+        with self._cache_lock:
+            self._cache[content_type] = (version, body)
+        return body, content_type
 
     def server_bind(self) -> None:
         if self.address_family == socket.AF_INET6:
@@ -160,8 +179,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         path = self.path.split("?", 1)[0]
         if path == self.server.telemetry_path:
-            encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-            self._reply(200, encoder(self.server.registry), content_type, head)
+            self._reply(200, *self.server.exposition(self.headers.get("Accept", "")), head)
         elif path == "/healthz":
             self._reply(200, b"ok\n", "text/plain; charset=utf-8", head)
         elif path == "/":

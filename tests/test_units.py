@@ -215,3 +215,21 @@ def test_jwks_shapes_never_raise_anything_but_malformed(doc) -> None:
 
     with contextlib.suppress(answers.MalformedAnswer):
         answers.jwt_bundles({"spiffe://td": json.dumps(doc).encode()})
+
+
+def test_metrics_are_rendered_again_only_after_a_change() -> None:
+    state = ProbeState()
+    state.register("fetch_x509_svid")
+    registry = CollectorRegistry()
+    registry.register(ExporterCollector(state))
+    server = ExporterServer(("127.0.0.1", 0), registry, state)
+    try:
+        first, _ = server.exposition("")
+        assert server.exposition("")[0] is first
+        state.record(ProbeResult("fetch_x509_svid", "OK", 0.01))
+        changed, _ = server.exposition("")
+        assert changed is not first and b'code="OK",rpc="fetch_x509_svid"} 1.0' in changed
+        open_metrics, content_type = server.exposition("application/openmetrics-text")
+        assert content_type.startswith("application/openmetrics-text") and open_metrics.endswith(b"# EOF\n")
+    finally:
+        server.server_close()
