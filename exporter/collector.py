@@ -143,51 +143,51 @@ class ExporterCollector(Collector):
             up.add_metric([], 1 if snap.process_up else 0)
         yield up
         proc, group = snap.process, snap.cgroup
-        gauges = [
-            ("process_resident_memory_bytes", "Resident memory of the agent process.", proc and proc.rss),
+        G, C = GaugeMetricFamily, CounterMetricFamily
+        families = [
+            (G, "process_resident_memory_bytes", "Resident memory of the agent process.", proc and proc.rss),
             (
+                G,
                 "process_peak_resident_memory_bytes",
                 "Peak resident memory of the agent process since it started (VmHWM).",
                 proc and proc.peak_rss,
             ),
-            ("process_open_fds", "Open file descriptors of the agent process.", proc and proc.open_fds),
-            ("process_threads", "OS threads of the agent process.", proc and proc.threads),
+            (G, "process_open_fds", "Open file descriptors of the agent process.", proc and proc.open_fds),
+            (G, "process_threads", "OS threads of the agent process.", proc and proc.threads),
             (
+                G,
                 "process_start_time_seconds",
                 "Unix time at which the agent process started.",
                 proc and proc.start_time,
             ),
-            ("cgroup_memory_usage_bytes", "Memory charged to the agent's cgroup.", group and group.usage),
             (
+                C,
+                "process_cpu_seconds",
+                "User and system CPU time of the agent process.",
+                proc and proc.cpu_seconds,
+            ),
+            (G, "cgroup_memory_usage_bytes", "Memory charged to the agent's cgroup.", group and group.usage),
+            (
+                G,
                 "cgroup_memory_limit_bytes",
                 "Memory limit that applies to the agent's cgroup; absent if none.",
                 group and group.limit,
             ),
             (
+                G,
                 "cgroup_memory_peak_bytes",
                 "Peak memory charged to the agent's cgroup.",
                 group and group.peak,
             ),
-        ]
-        for name, help_text, value in gauges:
-            family = GaugeMetricFamily(A + name, help_text)
-            if value is not None:
-                family.add_metric([], value)
-            yield family
-        counters = [
             (
-                "process_cpu_seconds",
-                "User and system CPU time of the agent process.",
-                proc and proc.cpu_seconds,
-            ),
-            (
+                C,
                 "cgroup_oom_kills",
                 "Processes in the agent's cgroup killed by the OOM killer.",
                 group and group.oom_kills,
             ),
         ]
-        for name, help_text, value in counters:
-            family = CounterMetricFamily(A + name, help_text)
+        for kind, name, help_text, value in families:
+            family = kind(A + name, help_text)
             if value is not None:
                 family.add_metric([], value)
             yield family

@@ -279,15 +279,7 @@ telemetry {{
 
     @staticmethod
     def _stop(proc: subprocess.Popen[bytes] | None) -> None:
-        if proc is None or proc.poll() is not None:
-            return
-        os.kill(proc.pid, signal.SIGCONT)
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc)
 
     # -- registration --------------------------------------------------------------------------
 
@@ -361,6 +353,19 @@ telemetry {{
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, grace: float = 10) -> None:
+    """SIGCONT (it may be paused), SIGTERM, and SIGKILL if it has not gone after `grace` s."""
+    if proc is None or proc.poll() is not None:
+        return
+    os.kill(proc.pid, signal.SIGCONT)
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
 
 
 def _wait_for_signal(duration: float | None) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from local_spire import free_port, wait_until
+from local_spire import free_port, stop_process, wait_until
 
 ALERTMANAGER_NAMES = ("prometheus-alertmanager", "alertmanager")
 
@@ -142,9 +142,4 @@ class PromStack:
 
     def stop(self) -> None:
         for proc in (self.prometheus, self.alertmanager):
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+            stop_process(proc, grace=15)
