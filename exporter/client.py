@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -32,6 +33,7 @@ _CHANNEL_OPTIONS = (
 )
 
 R = TypeVar("R", bound=Message)
+Clock = list[float] | None
 
 
 def socket_target(endpoint: str) -> str:
@@ -84,34 +86,47 @@ class WorkloadClient:
         call = self._callable(method, "unary_unary", response)
         return call(request, timeout=timeout, metadata=SECURITY_HEADER if header else None)
 
-    def _first(self, method: str, request: Message, response: type[R], timeout: float, header: bool) -> R:
-        """The first message of a server stream; the stream is then cancelled."""
+    def _first(
+        self, method: str, request: Message, response: type[R], timeout: float, header: bool, clock: Clock
+    ) -> R:
+        """The first message of a server stream; the stream is then cancelled.
+
+        `clock`, if given, receives the perf_counter() of the first message's arrival, so a
+        caller can time the answer without the cancellation that follows it.
+        """
         call = self._callable(method, "unary_stream", response)
         stream = call(request, timeout=timeout, metadata=SECURITY_HEADER if header else None)
         try:
-            return next(stream)
+            message = next(stream)
+            if clock is not None:
+                clock.append(time.perf_counter())
+            return message
         except StopIteration:
             # A stream that closes OK without a message is an answer the caller must judge.
             raise EmptyStreamError(method) from None
         finally:
             stream.cancel()
 
-    def fetch_x509_svid(self, timeout: float, header: bool = True) -> workload_pb2.X509SVIDResponse:
+    def fetch_x509_svid(
+        self, timeout: float, header: bool = True, clock: Clock = None
+    ) -> workload_pb2.X509SVIDResponse:
         return self._first(
             _SERVICE + "FetchX509SVID",
             workload_pb2.X509SVIDRequest(),
             workload_pb2.X509SVIDResponse,
             timeout,
             header,
+            clock,
         )
 
-    def fetch_x509_bundles(self, timeout: float) -> workload_pb2.X509BundlesResponse:
+    def fetch_x509_bundles(self, timeout: float, clock: Clock = None) -> workload_pb2.X509BundlesResponse:
         return self._first(
             _SERVICE + "FetchX509Bundles",
             workload_pb2.X509BundlesRequest(),
             workload_pb2.X509BundlesResponse,
             timeout,
             True,
+            clock,
         )
 
     def fetch_jwt_svid(
@@ -125,13 +140,14 @@ class WorkloadClient:
             True,
         )
 
-    def fetch_jwt_bundles(self, timeout: float) -> workload_pb2.JWTBundlesResponse:
+    def fetch_jwt_bundles(self, timeout: float, clock: Clock = None) -> workload_pb2.JWTBundlesResponse:
         return self._first(
             _SERVICE + "FetchJWTBundles",
             workload_pb2.JWTBundlesRequest(),
             workload_pb2.JWTBundlesResponse,
             timeout,
             True,
+            clock,
         )
 
     def validate_jwt_svid(

@@ -37,8 +37,14 @@ def classify(error: grpc.RpcError) -> tuple[str, str]:
     return code.name, details
 
 
-def timed(rpc: str, call: Callable[[], T], judge: Callable[[T], Judged]) -> ProbeResult:
-    """Time `call` alone, then judge its answer; every failure becomes a code, never an exception."""
+def timed(
+    rpc: str, call: Callable[[], T], judge: Callable[[T], Judged], clock: list[float] | None = None
+) -> ProbeResult:
+    """Time `call` alone, then judge its answer; every failure becomes a code, never an exception.
+
+    A stream call given `clock` records when its first message arrived; that, not the end of the
+    call (which also cancels the stream), is the latency.
+    """
     start = time.perf_counter()
     try:
         answer = call()
@@ -49,7 +55,7 @@ def timed(rpc: str, call: Callable[[], T], judge: Callable[[T], Judged]) -> Prob
         return ProbeResult(
             rpc, INVALID_RESPONSE, time.perf_counter() - start, "stream ended before any message"
         )
-    duration = time.perf_counter() - start
+    duration = (clock[0] if clock else time.perf_counter()) - start
     try:
         svids, bundles = judge(answer)
     except MalformedAnswer as e:

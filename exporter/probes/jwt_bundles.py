@@ -12,8 +12,10 @@ RPC = "fetch_jwt_bundles"
 
 
 def probe(client: WorkloadClient, settings: ProbeSettings) -> ProbeResult:
+    clock: list[float] = []
     return timed(
         RPC,
-        lambda: client.fetch_jwt_bundles(settings.timeout),
+        lambda: client.fetch_jwt_bundles(settings.timeout, clock=clock),
         lambda answer: ((), jwt_bundles(answer.bundles)),
+        clock,
     )

@@ -12,8 +12,10 @@ RPC = "fetch_x509_bundles"
 
 
 def probe(client: WorkloadClient, settings: ProbeSettings) -> ProbeResult:
+    clock: list[float] = []
     return timed(
         RPC,
-        lambda: client.fetch_x509_bundles(settings.timeout),
+        lambda: client.fetch_x509_bundles(settings.timeout, clock=clock),
         lambda answer: ((), x509_bundles(answer.bundles)),
+        clock,
     )

@@ -14,8 +14,10 @@ RPC = "fetch_x509_svid"
 
 
 def probe(client: WorkloadClient, settings: ProbeSettings) -> ProbeResult:
+    clock: list[float] = []
     return timed(
         RPC,
-        lambda: client.fetch_x509_svid(settings.timeout),
+        lambda: client.fetch_x509_svid(settings.timeout, clock=clock),
         lambda answer: (x509_svids(answer, time.time()), ()),
+        clock,
     )
