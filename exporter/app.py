@@ -40,7 +40,7 @@ def probe_job(
 
 
 class Exporter:
-    """Everything but the HTTP server, so tests and `probe --once` can use it too."""
+    """Everything but the HTTP server, which serve() adds, so tests can run it in-process."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
