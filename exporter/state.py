@@ -218,7 +218,16 @@ class ProbeState:
 
 
 def _log_transition(previous: ProbeResult | None, result: ProbeResult) -> None:
-    """One line per change of health or failure code, not one per probe."""
+    """One line per change of health or failure code, not one per probe (except at debug)."""
+    if log.isEnabledFor(logging.DEBUG):
+        event(
+            log,
+            logging.DEBUG,
+            "probe done",
+            rpc=result.rpc,
+            code=result.code,
+            duration_seconds=result.duration,
+        )
     if previous is not None and previous.code == result.code:
         return
     if result.ok:
