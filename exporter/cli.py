@@ -58,6 +58,7 @@ def build_parsers() -> dict[str | None, argparse.ArgumentParser]:
     run = _Parser(
         prog=prog,
         description="Probes a SPIRE agent's Workload API and serves the results.",
+        epilog=EPILOG,
         allow_abbrev=False,
     )
     run.add_argument("--version", action="version", version=f"{prog} {__version__}")
