@@ -231,7 +231,8 @@ def status_page(state: ProbeState, telemetry_path: str) -> str:
         "agent process not found"
         if proc is None
         else f"pid {proc.pid}: RSS {_bytes(proc.rss)}, peak {_bytes(proc.peak_rss)}"
-        + (f"; cgroup {_bytes(group.usage)} of limit {_bytes(group.limit)}" if group else "")
+        + (f"; cgroup {_bytes(group.usage)}" if group else "")
+        + ((f" of its {_bytes(group.limit)} limit" if group.limit else " (no memory limit)") if group else "")
     )
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>spire-health-exporter</title>
