@@ -66,15 +66,14 @@ class Locator:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._own: dict[int, str | None] = {}
+        self._own: dict[Path, str | None] = {}
 
     def _anchored(self, tree: Path, relative: str) -> Path | None:
         directory = _inside(tree, relative)
         if directory is None and relative.startswith("/.."):
-            version = 1 if tree != self.root else 2
-            if version not in self._own:
-                self._own[version] = find_own_cgroup(tree, os.getpid())
-            own = self._own[version]
+            if tree not in self._own:
+                self._own[tree] = find_own_cgroup(tree, os.getpid())
+            own = self._own[tree]
             if own is not None:
                 directory = _inside(tree, own.rstrip("/") + relative)
         return directory

@@ -6,7 +6,6 @@ import base64
 import json
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import urllib.request
 
 import pytest
 from conftest import record_output, require
+from local_spire import free_port
 
 from exporter.client import WorkloadClient
 from exporter.config import RPCS
@@ -62,12 +62,6 @@ def test_probe_once_missing_socket_exits_1_quickly(tmp_path) -> None:
     assert "UNAVAILABLE" in done.stdout
     assert "Traceback" not in done.stderr
     assert time.monotonic() - start < 20
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def fetch(url: str) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,6 +17,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from conftest import ROOT, record_output, require
+from local_spire import free_port
 
 from exporter import config as exporter_config
 
@@ -216,12 +216,6 @@ def test_systemd_unit_verifies() -> None:
 NONROOT = 65532
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.spire
 def test_wheel_installs_into_a_fresh_venv_and_runs_as_non_root_against_the_real_agent(healthy_spire) -> None:
     if os.getuid() != 0:
@@ -273,7 +267,7 @@ def _wheel_install_and_run(spire, tmp_path: Path) -> None:
         directory.chmod(0o755)
     nonroot_id = f"spiffe://{spire.trust_domain}/nonroot"
     entry = spire.create_entry(spiffe_id=nonroot_id, uid=NONROOT)
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [
             str(venv / "bin" / "spire-health-exporter"),

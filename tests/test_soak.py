@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import record_output
-from local_spire import free_port
+from local_spire import free_port, wait_until
 
 from exporter.config import RPCS
 
@@ -62,13 +62,6 @@ def all_ok(url: str) -> bool:
     return all(f'spire_workload_api_probe_success{{rpc="{rpc}"}} 1.0' in text for rpc in RPCS)
 
 
-def wait(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-
-
 def test_soak_against_a_disturbed_real_agent(healthy_spire, request) -> None:
     spire = healthy_spire
     seconds = request.config.getoption("--soak-seconds")
@@ -87,7 +80,7 @@ def test_soak_against_a_disturbed_real_agent(healthy_spire, request) -> None:
     )  # fmt: skip
     logs = Logs(proc.stderr)
     try:
-        wait(lambda: _quiet(all_ok, url), 20, "every probe to succeed")
+        wait_until(lambda: _quiet(all_ok, url), 20, "every probe to succeed")
         time.sleep(3)
         baseline = status(proc.pid)
 
@@ -129,7 +122,7 @@ def test_soak_against_a_disturbed_real_agent(healthy_spire, request) -> None:
                 done.append(name)
                 disturb()
                 if callable(hold):
-                    wait(hold, 20, f"{name} to show")
+                    wait_until(hold, 20, f"{name} to show")
                 else:
                     time.sleep(hold)
                 restore()
@@ -141,7 +134,7 @@ def test_soak_against_a_disturbed_real_agent(healthy_spire, request) -> None:
             stop.set()
             scraper.join(5)
 
-        wait(lambda: _quiet(all_ok, url), 30, "recovery")
+        wait_until(lambda: _quiet(all_ok, url), 30, "recovery")
         time.sleep(3)
         after = status(proc.pid)
         assert proc.poll() is None, "the exporter exited"
