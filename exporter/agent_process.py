@@ -26,7 +26,13 @@ class ProcessFinder:
 
     def find(self) -> psutil.Process | None:
         try:
-            if self._proc is not None and self._proc.status() != psutil.STATUS_ZOMBIE:
+            # is_running() compares the start time too, so a PID handed to a new process after
+            # the agent exited is not mistaken for the agent.
+            if (
+                self._proc is not None
+                and self._proc.is_running()
+                and self._proc.status() != psutil.STATUS_ZOMBIE
+            ):
                 return self._proc
         except psutil.Error:
             pass

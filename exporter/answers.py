@@ -10,15 +10,17 @@ import base64
 import binascii
 import datetime as dt
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.x509.oid import ExtensionOID
 
 from exporter._proto import workload_pb2
 
 INVALID_RESPONSE = "INVALID_RESPONSE"
+# The latest time X.509 can express (9999-12-31T23:59:59Z); a later or negative time is no time.
+LATEST_TIME = 253402300799.0
 
 
 class MalformedAnswer(Exception):
@@ -81,7 +83,7 @@ def load_certificates(blob: bytes) -> list[x509.Certificate]:
 
 def spiffe_uris(cert: x509.Certificate) -> list[str]:
     try:
-        san = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         return []
     return [u for u in san.get_values_for_type(x509.UniformResourceIdentifier) if u.startswith("spiffe://")]
@@ -100,27 +102,30 @@ def x509_svids(answer: workload_pb2.X509SVIDResponse, now: float) -> list[SvidIn
             raise MalformedAnswer("SVID has no SPIFFE ID")
         if not svid.x509_svid_key:
             raise MalformedAnswer(f"SVID {svid.spiffe_id} comes without its private key")
-        leaf = load_certificates(svid.x509_svid)[0]
-        if _is_ca(leaf):
-            raise MalformedAnswer(f"SVID {svid.spiffe_id} chain starts with a CA, not a leaf")
-        if spiffe_uris(leaf) != [svid.spiffe_id]:
-            raise MalformedAnswer(f"leaf certificate's URI SAN does not name {svid.spiffe_id}")
-        if not svid.bundle:
-            raise MalformedAnswer(f"SVID {svid.spiffe_id} comes without a trust bundle")
-        load_certificates(svid.bundle)
-        expiry = _ts(leaf.not_valid_after_utc)
-        if expiry <= now:
-            raise MalformedAnswer(f"SVID {svid.spiffe_id} has expired")
-        infos.append(
-            SvidInfo(
-                "x509",
-                svid.spiffe_id,
-                _ts(leaf.not_valid_before_utc),
-                expiry,
-                format(leaf.serial_number, "x"),
-            )
-        )
+        try:
+            infos.append(_x509_svid(svid, now))
+        except ValueError as e:  # cryptography parses extensions lazily, on first access
+            raise MalformedAnswer(
+                f"SVID {svid.spiffe_id} has an unparseable certificate field: {e}"
+            ) from None
     return infos
+
+
+def _x509_svid(svid: workload_pb2.X509SVID, now: float) -> SvidInfo:
+    leaf = load_certificates(svid.x509_svid)[0]
+    if _is_ca(leaf):
+        raise MalformedAnswer(f"SVID {svid.spiffe_id} chain starts with a CA, not a leaf")
+    if spiffe_uris(leaf) != [svid.spiffe_id]:
+        raise MalformedAnswer(f"leaf certificate's URI SAN does not name {svid.spiffe_id}")
+    if not svid.bundle:
+        raise MalformedAnswer(f"SVID {svid.spiffe_id} comes without a trust bundle")
+    load_certificates(svid.bundle)
+    expiry = _ts(leaf.not_valid_after_utc)
+    if expiry <= now:
+        raise MalformedAnswer(f"SVID {svid.spiffe_id} has expired")
+    return SvidInfo(
+        "x509", svid.spiffe_id, _ts(leaf.not_valid_before_utc), expiry, format(leaf.serial_number, "x")
+    )
 
 
 def _is_ca(cert: x509.Certificate) -> bool:
@@ -189,25 +194,39 @@ def jwt_claims(token: str) -> dict[str, object]:
     return claims
 
 
-def _number(claims: dict[str, object], name: str) -> float:
+def _time(claims: dict[str, object], name: str) -> float:
+    """A NumericDate claim; JSON allows numbers no clock can hold (1e400, NaN, 10**400)."""
     value = claims.get(name)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise MalformedAnswer(f"JWT has no numeric {name}")
-    return float(value)
+    try:
+        seconds = float(value)
+    except OverflowError:
+        raise MalformedAnswer(f"JWT {name} is not a time") from None
+    if not math.isfinite(seconds) or not 0 <= seconds <= LATEST_TIME:
+        raise MalformedAnswer(f"JWT {name} is not a time")
+    return seconds
+
+
+def audiences(value: object) -> list[str]:
+    """The `aud` claim, a string or a list of strings (RFC 7519); anything else is malformed."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(a, str) for a in value):
+        return value
+    raise MalformedAnswer("JWT aud is not a string or a list of strings")
 
 
 def jwt_svid(spiffe_id: str, token: str, audience: list[str], now: float) -> SvidInfo:
     claims = jwt_claims(token)
     if claims.get("sub") != spiffe_id:
         raise MalformedAnswer("JWT sub does not match the SVID's SPIFFE ID")
-    aud = claims.get("aud")
-    auds = aud if isinstance(aud, list) else [aud]
-    if not set(audience) <= set(auds):
+    if not set(audience) <= set(audiences(claims.get("aud"))):
         raise MalformedAnswer("JWT aud does not hold the requested audience")
-    exp = _number(claims, "exp")
+    exp = _time(claims, "exp")
     if exp <= now:
         raise MalformedAnswer("JWT has expired")
-    iat = _number(claims, "iat") if "iat" in claims else exp
+    iat = _time(claims, "iat") if "iat" in claims else exp
     jti = claims.get("jti")
     return SvidInfo(
         "jwt", spiffe_id, iat, exp, str(jti) if isinstance(jti, str) and jti else f"iat:{iat:.0f}"

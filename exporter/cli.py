@@ -88,7 +88,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.command = command
     try:
         if args.command == "check-config":
-            load(args.file, environ={}, flags={})
+            # Judged as the exporter would start with it: the environment applies, and so does
+            # the web config the file names.
+            checked = load(args.file)
+            if checked.get("web", "config_file"):
+                webconfig.load(checked.get("web", "config_file"))
             print(f"{args.file}: configuration is valid")
             return 0
         config = load(args.config_file, flags=_flags(args))

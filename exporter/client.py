@@ -6,7 +6,6 @@ that makes agents slow. Every call carries the security header and a deadline.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,9 +15,9 @@ import grpc
 from google.protobuf.message import Message
 
 from exporter._proto import health_pb2, workload_pb2
+from exporter.endpoint import socket_target
 
 SECURITY_HEADER = (("workload.spiffe.io", "true"),)
-ENDPOINT_ENV = "SPIFFE_ENDPOINT_SOCKET"
 
 _SERVICE = "/SpiffeWorkloadAPI/"
 _HEALTH_CHECK = "/grpc.health.v1.Health/Check"
@@ -34,23 +33,6 @@ _CHANNEL_OPTIONS = (
 
 R = TypeVar("R", bound=Message)
 Clock = list[float] | None
-
-
-def socket_target(endpoint: str) -> str:
-    """Turn a socket path or a `unix://` URI into a grpc target."""
-    if endpoint.startswith("unix://"):
-        path = endpoint[len("unix://") :]
-    elif endpoint.startswith("unix:"):
-        path = endpoint[len("unix:") :]
-    else:
-        path = endpoint
-    if not path.startswith("/"):
-        raise ValueError(f"workload API endpoint must be an absolute unix socket path, got {endpoint!r}")
-    return "unix:" + path
-
-
-def endpoint_from_env() -> str | None:
-    return os.environ.get(ENDPOINT_ENV) or None
 
 
 class WorkloadClient:
@@ -84,7 +66,8 @@ class WorkloadClient:
 
     def _unary(self, method: str, request: Message, response: type[R], timeout: float, header: bool) -> R:
         call = self._callable(method, "unary_unary", response)
-        return call(request, timeout=timeout, metadata=SECURITY_HEADER if header else None)
+        answer: R = call(request, timeout=timeout, metadata=SECURITY_HEADER if header else None)
+        return answer
 
     def _first(
         self, method: str, request: Message, response: type[R], timeout: float, header: bool, clock: Clock
@@ -97,7 +80,7 @@ class WorkloadClient:
         call = self._callable(method, "unary_stream", response)
         stream = call(request, timeout=timeout, metadata=SECURITY_HEADER if header else None)
         try:
-            message = next(stream)
+            message: R = next(stream)
             if clock is not None:
                 clock.append(time.perf_counter())
             return message

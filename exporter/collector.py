@@ -13,9 +13,8 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from exporter import __version__
-from exporter.config import HEALTH_PROBE
-from exporter.probes.health_check import SERVING_CODES
-from exporter.state import BUCKETS, ProbeState, Snapshot
+from exporter.names import HEALTH_CHECK
+from exporter.state import ProbeState, Snapshot
 
 P = "spire_workload_api_"
 A = "spire_agent_"
@@ -36,12 +35,45 @@ class ExporterCollector(Collector):
         )
         info.add_metric([__version__], 1)
         yield info
-        dropped = GaugeMetricFamily(
+        yield from self._own_health(snap)
+
+    def _own_health(self, snap: Snapshot) -> Iterator[Metric]:
+        G, C = GaugeMetricFamily, CounterMetricFamily
+        yield _one(
+            G,
             "spire_exporter_spiffe_ids_over_limit",
-            "Distinct SPIFFE IDs seen but not exported because of limits.max_spiffe_ids.",
+            "SPIFFE IDs in the agent's latest answers that are not exported because of "
+            "limits.max_spiffe_ids.",
+            snap.dropped_spiffe_ids,
         )
-        dropped.add_metric([], snap.dropped_spiffe_ids)
-        yield dropped
+        yield _one(
+            G,
+            "spire_exporter_trust_domains_over_limit",
+            "Trust domains in the agent's latest bundles that are not exported because of "
+            "limits.max_trust_domains.",
+            snap.dropped_trust_domains,
+        )
+        yield _by_label(
+            C,
+            "spire_exporter_job_errors",
+            "Exceptions that escaped one of the exporter's own jobs; each is a bug, logged with its type.",
+            "job",
+            snap.job_errors,
+        )
+        if snap.watch_up is not None:
+            yield _one(
+                G,
+                "spire_exporter_watch_up",
+                "Whether the long-lived FetchX509SVID stream that counts rotations is open and answering "
+                "(1) or not (0).",
+                int(snap.watch_up),
+            )
+            yield _one(
+                C,
+                "spire_exporter_watch_reconnects",
+                "Times the rotation watch opened a new FetchX509SVID stream after the previous one broke.",
+                snap.watch_reconnects,
+            )
 
     def _probes(self, snap: Snapshot) -> Iterator[Metric]:
         duration = HistogramMetricFamily(
@@ -60,9 +92,25 @@ class ExporterCollector(Collector):
         last_ok = GaugeMetricFamily(
             P + "last_success_timestamp_seconds", "Unix time of the latest successful probe.", labels=["rpc"]
         )
+        last_duration = GaugeMetricFamily(
+            P + "probe_last_duration_seconds",
+            "Time the latest probe took, whatever its result; for streams, to the first message or "
+            "the failure.",
+            labels=["rpc"],
+        )
+        timeout = GaugeMetricFamily(
+            P + "probe_timeout_seconds",
+            "Deadline each probe is given, from the configuration.",
+            labels=["rpc"],
+        )
+        last_attempt = GaugeMetricFamily(
+            "spire_exporter_probe_last_attempt_timestamp_seconds",
+            "Unix time at which the latest probe finished, whatever its result.",
+            labels=["rpc"],
+        )
         for rpc, stats in sorted(snap.rpcs.items()):
             cumulative, buckets = 0, []
-            for bound, count in zip(BUCKETS, stats.buckets, strict=True):
+            for bound, count in zip(snap.buckets, stats.buckets, strict=True):
                 cumulative += count
                 buckets.append((_le(bound), cumulative))
             buckets.append(("+Inf", stats.observations))
@@ -71,17 +119,21 @@ class ExporterCollector(Collector):
                 total.add_metric([rpc, code], count)
             if stats.last is not None:
                 success.add_metric([rpc], 1 if stats.last.ok else 0)
+                last_duration.add_metric([rpc], stats.last.duration)
+                last_attempt.add_metric([rpc], stats.last.finished_at)
             if stats.last_success is not None:
                 last_ok.add_metric([rpc], stats.last_success)
-        yield from (duration, total, success, last_ok)
+            if stats.timeout is not None:
+                timeout.add_metric([rpc], stats.timeout)
+        yield from (duration, total, success, last_ok, last_duration, timeout, last_attempt)
 
         serving = GaugeMetricFamily(
             A + "grpc_health_serving",
             "Whether the agent socket's grpc.health.v1 Check says SERVING (1) or not (0).",
         )
-        health = snap.rpcs.get(HEALTH_PROBE)
-        if health is not None and health.last is not None:
-            serving.add_metric([], 1 if health.last.code in SERVING_CODES else 0)
+        health = snap.rpcs.get(HEALTH_CHECK)
+        if health is not None and health.last is not None and health.last.serving is not None:
+            serving.add_metric([], 1 if health.last.serving else 0)
         yield serving
 
     def _identities(self, snap: Snapshot) -> Iterator[Metric]:
@@ -98,13 +150,13 @@ class ExporterCollector(Collector):
         for (kind, spiffe_id), svid in sorted(snap.svids.items()):
             expiry.add_metric([kind, spiffe_id], svid.expiry)
             issued.add_metric([kind, spiffe_id], svid.issued)
-        rotations = CounterMetricFamily(
+        rotations = _by_label(
+            CounterMetricFamily,
             "spire_x509_svid_rotations",
             "X.509-SVID rotations seen on the long-lived FetchX509SVID stream.",
-            labels=["spiffe_id"],
+            "spiffe_id",
+            snap.rotations,
         )
-        for spiffe_id, count in sorted(snap.rotations.items()):
-            rotations.add_metric([spiffe_id], count)
         certs = GaugeMetricFamily(
             "spire_trust_bundle_certificates",
             "CA certificates in the X.509 trust bundle.",
@@ -128,69 +180,96 @@ class ExporterCollector(Collector):
         yield from (expiry, issued, rotations, certs, ca_expiry, keys)
 
     def _agent(self, snap: Snapshot) -> Iterator[Metric]:
-        http = GaugeMetricFamily(
+        G, C = GaugeMetricFamily, CounterMetricFamily
+        yield _by_label(
+            G,
             A + "http_health_status",
             "Whether the agent's HTTP health check answered 200 (1) or not (0).",
-            labels=["check"],
+            "check",
+            {check: int(ok) for check, ok in snap.http_health.items()},
         )
-        for check, ok in sorted(snap.http_health.items()):
-            http.add_metric([check], 1 if ok else 0)
-        yield http
         if not self.process_enabled:
             return
-        up = GaugeMetricFamily(A + "process_up", "Whether the spire-agent process was found (1) or not (0).")
-        if snap.process_up is not None:
-            up.add_metric([], 1 if snap.process_up else 0)
-        yield up
+        up = None if snap.process_up is None else int(snap.process_up)
+        yield _one(G, A + "process_up", "Whether the spire-agent process was found (1) or not (0).", up)
         proc, group = snap.process, snap.cgroup
-        G, C = GaugeMetricFamily, CounterMetricFamily
         families = [
-            (G, "process_resident_memory_bytes", "Resident memory of the agent process.", proc and proc.rss),
+            (
+                G,
+                "process_resident_memory_bytes",
+                "Resident memory of the agent process.",
+                proc.rss if proc else None,
+            ),
             (
                 G,
                 "process_peak_resident_memory_bytes",
                 "Peak resident memory of the agent process since it started (VmHWM).",
-                proc and proc.peak_rss,
+                proc.peak_rss if proc else None,
             ),
-            (G, "process_open_fds", "Open file descriptors of the agent process.", proc and proc.open_fds),
-            (G, "process_threads", "OS threads of the agent process.", proc and proc.threads),
+            (
+                G,
+                "process_open_fds",
+                "Open file descriptors of the agent process.",
+                proc.open_fds if proc else None,
+            ),
+            (G, "process_threads", "OS threads of the agent process.", proc.threads if proc else None),
             (
                 G,
                 "process_start_time_seconds",
                 "Unix time at which the agent process started.",
-                proc and proc.start_time,
+                proc.start_time if proc else None,
             ),
             (
                 C,
                 "process_cpu_seconds",
                 "User and system CPU time of the agent process.",
-                proc and proc.cpu_seconds,
+                proc.cpu_seconds if proc else None,
             ),
-            (G, "cgroup_memory_usage_bytes", "Memory charged to the agent's cgroup.", group and group.usage),
+            (
+                G,
+                "cgroup_memory_usage_bytes",
+                "Memory charged to the agent's cgroup.",
+                group.usage if group else None,
+            ),
             (
                 G,
                 "cgroup_memory_limit_bytes",
                 "Memory limit that applies to the agent's cgroup; absent if none.",
-                group and group.limit,
+                group.limit if group else None,
             ),
             (
                 G,
                 "cgroup_memory_peak_bytes",
                 "Peak memory charged to the agent's cgroup.",
-                group and group.peak,
+                group.peak if group else None,
             ),
             (
                 C,
                 "cgroup_oom_kills",
                 "Processes in the agent's cgroup killed by the OOM killer.",
-                group and group.oom_kills,
+                group.oom_kills if group else None,
             ),
         ]
         for kind, name, help_text, value in families:
-            family = kind(A + name, help_text)
-            if value is not None:
-                family.add_metric([], value)
-            yield family
+            yield _one(kind, A + name, help_text, value)
+
+
+Family = type[GaugeMetricFamily] | type[CounterMetricFamily]
+
+
+def _one(kind: Family, name: str, help_text: str, value: float | None) -> Metric:
+    """A family of one unlabelled sample; with no value, a family without samples."""
+    family = kind(name, help_text)
+    if value is not None:
+        family.add_metric([], value)
+    return family
+
+
+def _by_label(kind: Family, name: str, help_text: str, label: str, values: dict[str, int]) -> Metric:
+    family = kind(name, help_text, labels=[label])
+    for key, value in sorted(values.items()):
+        family.add_metric([key], value)
+    return family
 
 
 def _le(bound: float) -> str:

@@ -14,12 +14,16 @@ from typing import Any
 
 import yaml
 
-from exporter.client import ENDPOINT_ENV, socket_target
+from exporter.endpoint import ENDPOINT_ENV, socket_target
+from exporter.names import (
+    FETCH_JWT_SVID,
+    FETCH_JWT_SVID_ROUNDTRIP,
+    HEALTH_CHECK,
+    PROBES,
+    VALIDATE_JWT_SVID,
+    WORKLOAD_RPCS,
+)
 
-RPCS = ("fetch_x509_svid", "fetch_x509_bundles", "fetch_jwt_svid", "fetch_jwt_bundles", "validate_jwt_svid")
-HEALTH_PROBE = "health_check"
-ROUNDTRIP_PROBE = "fetch_jwt_svid_roundtrip"
-PROBES = (*RPCS, HEALTH_PROBE, ROUNDTRIP_PROBE)
 ENV_PREFIX = "SPIRE_HEALTH_EXPORTER_"
 
 
@@ -48,12 +52,14 @@ SCHEMA: dict[str, Any] = {
     "probes": {
         "interval": Field("duration", "15s"),
         "timeout": Field("duration", "5s"),
-        **{name: _probe(True) for name in RPCS if name != "fetch_jwt_svid"},
-        "fetch_jwt_svid": _probe(True, audience=Field("str", "spire-health-exporter")),
-        HEALTH_PROBE: _probe(True),
+        **{name: _probe(True) for name in WORKLOAD_RPCS if name != FETCH_JWT_SVID},
+        FETCH_JWT_SVID: _probe(True, audience=Field("str", "spire-health-exporter")),
+        HEALTH_CHECK: _probe(True),
         # Longer than half the default 5 min JWT-SVID lifetime, so the agent's cached token is
         # always due for renewal and every call reaches the server.
-        ROUNDTRIP_PROBE: _probe(False, "3m", audience=Field("str", "spire-health-exporter/roundtrip")),
+        FETCH_JWT_SVID_ROUNDTRIP: _probe(
+            False, "3m", audience=Field("str", "spire-health-exporter/roundtrip")
+        ),
     },
     "watch": {"enabled": Field("bool", True), "max_stream_age": Field("duration", "1h")},
     "limits": {"max_spiffe_ids": Field("int", 10), "max_trust_domains": Field("int", 32)},
@@ -287,14 +293,14 @@ def _validate(tree: dict[str, Any], require_endpoint: bool) -> Config:
                 "so probes would overlap"
             )
         # ValidateJWTSVID checks the token the fetch_jwt_svid probe's audience gets.
-        audience = own.get("audience", p["fetch_jwt_svid"]["audience"] if name == "validate_jwt_svid" else "")
+        audience = own.get("audience", p[FETCH_JWT_SVID]["audience"] if name == VALIDATE_JWT_SVID else "")
         probes[name] = ProbeSettings(name, own["enabled"], interval, timeout, audience)
-    for name in ("fetch_jwt_svid", ROUNDTRIP_PROBE):
+    for name in (FETCH_JWT_SVID, FETCH_JWT_SVID_ROUNDTRIP):
         if not p[name]["audience"]:
             raise ConfigError(f"probes.{name}.audience: must not be empty")
-    if p["fetch_jwt_svid"]["audience"] == p[ROUNDTRIP_PROBE]["audience"]:
+    if p[FETCH_JWT_SVID]["audience"] == p[FETCH_JWT_SVID_ROUNDTRIP]["audience"]:
         raise ConfigError(
-            f"probes.{ROUNDTRIP_PROBE}.audience: must differ from probes.fetch_jwt_svid.audience, "
+            f"probes.{FETCH_JWT_SVID_ROUNDTRIP}.audience: must differ from probes.fetch_jwt_svid.audience, "
             "or the cached probe would keep renewing the round-trip token"
         )
     for key in ("max_spiffe_ids", "max_trust_domains"):

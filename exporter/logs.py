@@ -6,6 +6,8 @@ import json
 import logging
 import sys
 import time
+import traceback
+from pathlib import Path
 from typing import Any
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "error": logging.ERROR}
@@ -13,6 +15,13 @@ LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
 
 def event(logger: logging.Logger, level: int, name: str, **fields: Any) -> None:
     logger.log(level, name, extra={"fields": fields})
+
+
+def describe(error: BaseException) -> str:
+    """An exception's type and where it was raised; never its text, which could quote an answer."""
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    return f"{type(error).__name__}{where}"
 
 
 def _logfmt_value(value: object) -> str:

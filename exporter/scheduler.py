@@ -2,7 +2,8 @@
 
 Each job has its own thread, so a call hung until its deadline delays only that job. Jobs of
 one cycle start at evenly spread offsets instead of in a burst, and a job that overruns its
-interval skips the ticks it missed rather than running back to back.
+interval skips the ticks it missed rather than running back to back. Every completed cycle and
+every exception a job lets escape is reported, so a job that stops can be seen.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
-from exporter.logs import event
+from exporter.logs import describe, event
 
 log = logging.getLogger("exporter.scheduler")
 
@@ -25,9 +27,16 @@ class Job:
     run: Callable[[], None]
 
 
+class JobRecorder(Protocol):
+    def job_done(self, name: str) -> None: ...
+
+    def job_failed(self, name: str) -> None: ...
+
+
 class Scheduler:
-    def __init__(self, jobs: list[Job], stop: threading.Event | None = None) -> None:
+    def __init__(self, jobs: list[Job], recorder: JobRecorder, stop: threading.Event | None = None) -> None:
         self.jobs = jobs
+        self.recorder = recorder
         self.stop_event = stop or threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -53,7 +62,10 @@ class Scheduler:
             try:
                 job.run()
             except Exception as e:  # a bug in one job must not end its schedule
-                event(log, logging.ERROR, "job raised", job=job.name, error=f"{type(e).__name__}: {e}")
+                self.recorder.job_failed(job.name)
+                event(log, logging.ERROR, "job raised", job=job.name, error=describe(e))
+            else:
+                self.recorder.job_done(job.name)
             next_run += job.interval
             now = time.monotonic()
             if next_run < now:

@@ -1,7 +1,9 @@
 """A long-lived FetchX509SVID stream that counts rotations, as a workload's X509Source would see them.
 
 The stream is reopened with capped exponential backoff when it breaks, and proactively when it
-reaches its maximum age, so that even this call carries a deadline.
+reaches its maximum age, so that even this call carries a deadline. The loop is its own
+supervisor: whatever a stream raises is counted, logged and followed by a new stream, so the
+thread never ends before stop().
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ import grpc
 
 from exporter.answers import MalformedAnswer, x509_svids
 from exporter.client import WatchStream, WorkloadClient
-from exporter.logs import event
+from exporter.logs import describe, event
+from exporter.names import WATCH_JOB
 from exporter.probes.base import classify
-from exporter.state import ProbeState
+from exporter.state import EXPORTER_ERROR, ProbeState
 
 log = logging.getLogger("exporter.watch")
 MIN_BACKOFF, MAX_BACKOFF = 0.5, 30.0
@@ -30,10 +33,21 @@ class RotationWatch:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._stream: WatchStream | None = None
+        self._broken = False
         self._thread = threading.Thread(target=self._run, name="watch-x509", daemon=True)
 
+    @property
+    def max_quiet(self) -> float:
+        """The longest a healthy watch goes without finishing a cycle: one stream's life and a backoff."""
+        return self.max_stream_age + 2 * MAX_BACKOFF
+
     def start(self) -> None:
+        self.state.register_job(WATCH_JOB, self.max_quiet)
+        self.state.set_watch_up(False)
         self._thread.start()
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
     def stop(self) -> None:
         self._stop.set()
@@ -44,24 +58,34 @@ class RotationWatch:
 
     def _run(self) -> None:
         backoff = MIN_BACKOFF
-        broken = False
         while not self._stop.is_set():
             opened = time.monotonic()
-            got_message, code, message = self._follow()
+            try:
+                got_message, code, message = self._follow()
+                self.state.job_done(WATCH_JOB)
+            except Exception as e:  # a bug must not end the watch: count it, then open a new stream
+                self.state.job_failed(WATCH_JOB)
+                got_message, code, message = False, EXPORTER_ERROR, describe(e)
+            self.state.set_watch_up(False)
             if self._stop.is_set():
                 return
             if got_message:
                 backoff = MIN_BACKOFF
-                if broken:
-                    event(log, logging.INFO, "rotation watch stream restored")
-                broken = False
             if code == "DEADLINE_EXCEEDED" and time.monotonic() - opened >= self.max_stream_age * 0.99:
                 continue  # aged out on purpose: reopen at once
-            if not broken:
+            if not self._broken:
                 event(log, logging.WARNING, "rotation watch stream broke", code=code, error=message)
-                broken = True
+                self._broken = True
             self._stop.wait(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF)
+            self.state.count_watch_reconnect()
+
+    def _opened(self) -> None:
+        self.state.job_done(WATCH_JOB)
+        self.state.set_watch_up(True)
+        if self._broken:
+            event(log, logging.INFO, "rotation watch stream restored")
+            self._broken = False
 
     def _follow(self) -> tuple[bool, str, str]:
         """Follow one stream until it ends: (got a message, code, message)."""
@@ -76,9 +100,11 @@ class RotationWatch:
                     svids = x509_svids(answer, time.time())
                 except MalformedAnswer as e:
                     event(log, logging.WARNING, "rotation watch got a malformed update", error=str(e))
-                    continue
-                for spiffe_id in self.state.record_watch(svids):
-                    event(log, logging.INFO, "X.509-SVID rotated", spiffe_id=spiffe_id)
+                else:
+                    for spiffe_id in self.state.record_watch(svids):
+                        event(log, logging.INFO, "X.509-SVID rotated", spiffe_id=spiffe_id)
+                # Up once an answer has been handled: one that raises ends the stream instead.
+                self._opened()
             return got_message, "OK", "stream ended"
         except grpc.RpcError as e:
             code, message = classify(e)

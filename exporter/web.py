@@ -181,7 +181,13 @@ class Handler(BaseHTTPRequestHandler):
         if path == self.server.telemetry_path:
             self._reply(200, *self.server.exposition(self.headers.get("Accept", "")), head)
         elif path == "/healthz":
-            self._reply(200, b"ok\n", "text/plain; charset=utf-8", head)
+            stalled = self.server.state.stalled_jobs()
+            if stalled:
+                # The process answers, but these figures have stopped moving: restart it.
+                body = f"stalled: {', '.join(stalled)}\n".encode()
+                self._reply(503, body, "text/plain; charset=utf-8", head)
+            else:
+                self._reply(200, b"ok\n", "text/plain; charset=utf-8", head)
         elif path == "/":
             page = status_page(self.server.state, self.server.telemetry_path)
             self._reply(200, page.encode(), "text/html; charset=utf-8", head)

@@ -75,7 +75,10 @@ class WebSecurity:
         with self._lock:
             if any(hmac.compare_digest(digest, seen) for seen in self._verified):
                 return True
-        if not bcrypt.checkpw(password.encode(), hashed):
+        try:
+            if not bcrypt.checkpw(password.encode(), hashed):
+                return False
+        except ValueError:  # bcrypt 5 refuses passwords over 72 bytes rather than truncating them
             return False
         with self._lock:
             if len(self._verified) < 1024:
@@ -143,6 +146,10 @@ def _users(section: Any) -> dict[str, bytes]:
             raise ConfigError(f"web config basic_auth_users.{user}: not a bcrypt hash")
         # Go's bcrypt writes $2y$; the C library behind `bcrypt` checks the identical $2b$.
         users[str(user)] = ("$2b$" + text[4:]).encode()
+        try:
+            bcrypt.checkpw(b"", users[str(user)])  # the library's own check of cost, salt and length
+        except ValueError:
+            raise ConfigError(f"web config basic_auth_users.{user}: not a valid bcrypt hash") from None
     return users
 
 

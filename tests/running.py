@@ -53,6 +53,9 @@ class RunningExporter:
         self.server.server_close()
         self.exporter.stop()
 
+    def watch_alive(self) -> bool:
+        return self.exporter.watch is not None and self.exporter.watch.alive()
+
     def text(self, path: str = "/metrics") -> str:
         with urllib.request.urlopen(self.url + path, timeout=5) as response:
             text = response.read().decode()

@@ -16,7 +16,7 @@ from conftest import record_output, require
 from local_spire import free_port
 
 from exporter.client import WorkloadClient
-from exporter.config import RPCS
+from exporter.names import WORKLOAD_RPCS as RPCS
 
 pytestmark = pytest.mark.spire
 

@@ -13,7 +13,7 @@ import pytest
 from cryptography import x509
 from running import RunningExporter, fast_config, get
 
-from exporter.config import RPCS
+from exporter.names import WORKLOAD_RPCS as RPCS
 
 pytestmark = pytest.mark.spire
 

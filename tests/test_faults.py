@@ -66,9 +66,11 @@ CODES = [
 
 @pytest.mark.parametrize("code", CODES, ids=lambda c: c.name)
 def test_each_status_code_is_counted_under_its_own_name(fake_agent, fake_client, code) -> None:
-    fake_agent.set_all(code=code, details="rate limit exceeded")
     state = ProbeState()
     for rpc in METHOD_OF:
+        # One method fails at a time, so validate_jwt_svid gets its token and meets the code itself.
+        fake_agent.reset()
+        fake_agent.set(METHOD_OF[rpc], code=code, details="rate limit exceeded")
         result = run(fake_client, rpc)
         state.record(result)
         assert result.code == code.name, (rpc, result.message)
@@ -301,8 +303,11 @@ def test_hung_agent_never_blocks_scrapes_or_the_next_cycle(fake_agent) -> None:
             time.sleep(0.1)
         s = running.scrape()
         for rpc in METHOD_OF:
-            # Over 4.5 s at a 1 s interval each probe ran, hit its 0.8 s deadline and ran again.
-            assert s[("spire_workload_api_probes_total", (("code", "DEADLINE_EXCEEDED"), ("rpc", rpc)))] >= 3
+            # Over 4.5 s at a 1 s interval each probe ran, hit its 0.8 s deadline and ran again;
+            # validation never got the token it needs, and says so.
+            code = "NO_TOKEN" if rpc == "validate_jwt_svid" else "DEADLINE_EXCEEDED"
+            assert s[("spire_workload_api_probes_total", (("code", code), ("rpc", rpc)))] >= 3
+            assert s[("spire_workload_api_probe_last_duration_seconds", (("rpc", rpc),))] >= 0.8
         assert slowest < 1.0, f"a scrape took {slowest:.3f} s while every probe hung"
         assert own_threads() <= threads_at_start + 1
 
@@ -327,12 +332,14 @@ def test_running_exporter_counts_every_malformed_kind_and_keeps_serving(fake_age
     cfg = fast_config(
         f"unix://{fake_agent.socket_path}", **{"agent.process.enabled": False, "watch.enabled": False}
     )
+    # Every FetchJWTSVID answer is malformed here, so validation reports that it had no token;
+    # its own malformed answers are counted with a good token in the tests above.
+    expected = {rpc: "NO_TOKEN" if rpc == "validate_jwt_svid" else "INVALID_RESPONSE" for rpc in METHOD_OF}
     with RunningExporter(cfg) as running:
         s = running.wait_for(
             lambda s: all(
-                s.get(("spire_workload_api_probes_total", (("code", "INVALID_RESPONSE"), ("rpc", rpc))), 0)
-                >= 3
-                for rpc in METHOD_OF
+                s.get(("spire_workload_api_probes_total", (("code", code), ("rpc", rpc))), 0) >= 3
+                for rpc, code in expected.items()
             ),
             15,
             "malformed answers counted on every RPC",

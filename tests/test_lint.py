@@ -1,4 +1,4 @@
-"""The code stays ruff-clean and ruff-formatted (the project's style gate, run with the tests)."""
+"""The code stays ruff-clean, ruff-formatted and mypy --strict clean (the gate, run with the tests)."""
 
 import shutil
 import subprocess
@@ -24,3 +24,12 @@ def test_ruff_check() -> None:
 def test_ruff_format() -> None:
     done = run("format", "--check", ".")
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_mypy_strict() -> None:
+    # Settings (strict, the package, the generated code left out) are in pyproject.toml.
+    done = subprocess.run(
+        [sys.executable, "-m", "mypy"], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Success" in done.stdout

@@ -19,7 +19,7 @@ import pytest
 from conftest import record_output
 from local_spire import free_port, wait_until
 
-from exporter.config import RPCS
+from exporter.names import WORKLOAD_RPCS as RPCS
 
 pytestmark = [pytest.mark.spire, pytest.mark.slow]
 INTERVAL, TIMEOUT = 0.3, 0.25

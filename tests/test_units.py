@@ -56,7 +56,8 @@ def test_histogram_counts_only_successes_into_the_right_buckets() -> None:
             ("spire_workload_api_probe_duration_seconds_bucket", (("le", le), ("rpc", "fetch_jwt_svid")))
         ]
 
-    assert bucket("0.001") == 1 and bucket("0.005") == 2 and bucket("0.25") == 3 and bucket("+Inf") == 3
+    assert bucket("0.001") == 1 and bucket("0.005") == 2 and bucket("0.1") == 2 and bucket("0.5") == 3
+    assert bucket("+Inf") == 3
     assert s[("spire_workload_api_probe_duration_seconds_count", (("rpc", "fetch_jwt_svid"),))] == 3
     assert s[("spire_workload_api_probe_success", (("rpc", "fetch_jwt_svid"),))] == 0
 
@@ -119,14 +120,32 @@ def test_scheduler_spreads_jobs_and_skips_missed_ticks() -> None:
 
         return run
 
-    jobs = [Job(f"j{i}", 1.0, job(f"j{i}")) for i in range(4)] + [Job("slow", 1.0, job("slow", sleep=2.5))]
-    scheduler = Scheduler(jobs)
+    def broken() -> None:
+        raise KeyError("a bug")
+
+    jobs = [Job(f"j{i}", 1.0, job(f"j{i}")) for i in range(4)] + [
+        Job("slow", 1.0, job("slow", sleep=2.5)),
+        Job("broken", 1.0, broken),
+    ]
+    state = ProbeState()
+    for j in jobs:
+        state.register_job(j.name, 2.0)
+    scheduler = Scheduler(jobs, state)
     scheduler.start()
     time.sleep(4.2)
+    # A job that raises keeps its schedule, counts each error, and never completes a cycle.
+    assert state.stalled_jobs() == ["broken"]
     scheduler.stop()
+    assert state.snapshot().job_errors["broken"] >= 4
+    assert state.snapshot().job_errors["j0"] == 0
+    quiet = ProbeState()
+    quiet.register_job("probe", 1.0, errors_at_zero=False)
+    assert "probe" not in quiet.snapshot().job_errors
+    quiet.job_failed("probe")
+    assert quiet.snapshot().job_errors["probe"] == 1
     firsts = sorted(starts[f"j{i}"][0] for i in range(4))
     gaps = [b - a for a, b in itertools.pairwise(firsts)]
-    assert all(0.15 <= g <= 0.25 for g in gaps), firsts  # 1 s spread over five jobs
+    assert all(0.15 <= g <= 0.25 for g in gaps), firsts  # 1 s spread over six jobs
     assert len(starts["j0"]) >= 4
     slow = starts["slow"]
     assert len(slow) == 2 and slow[1] - slow[0] >= 2.9  # the missed ticks are skipped, not run in a burst
@@ -233,3 +252,62 @@ def test_metrics_are_rendered_again_only_after_a_change() -> None:
         assert content_type.startswith("application/openmetrics-text") and open_metrics.endswith(b"# EOF\n")
     finally:
         server.server_close()
+
+
+def test_buckets_end_at_the_largest_configured_deadline() -> None:
+    from exporter import config
+    from exporter.app import Exporter
+
+    for timeout, top in (("5s", 5.0), ("800ms", 0.8), ("30s", 30.0)):
+        cfg = config.build(
+            {
+                "workload_api": {"socket": "unix:///tmp/unused.sock"},
+                "probes": {"interval": "60s", "timeout": "500ms", "fetch_jwt_bundles": {"timeout": timeout}},
+                "web": {"listen_address": "127.0.0.1:0"},
+            },
+            environ={},
+        )
+        exporter = Exporter(cfg)
+        try:
+            s = render(exporter.state)
+        finally:
+            exporter.client.close()
+        bounds = sorted(
+            float(dict(labels)["le"])
+            for (name, labels) in s
+            if name == "spire_workload_api_probe_duration_seconds_bucket"
+            and dict(labels)["rpc"] == "fetch_x509_svid"
+        )
+        assert bounds[-2:] == [top, float("inf")], (timeout, bounds)
+        assert all(b < top for b in bounds[:-2])
+        # Each probe's own deadline is exported beside it, so "2.8 s of 5 s" can be said.
+        assert s[("spire_workload_api_probe_timeout_seconds", (("rpc", "fetch_jwt_bundles"),))] == top
+        assert s[("spire_workload_api_probe_timeout_seconds", (("rpc", "fetch_x509_svid"),))] == 0.5
+
+
+def test_failed_probe_durations_and_attempt_times_are_exported() -> None:
+    state = ProbeState()
+    state.register("fetch_x509_svid", (), 5.0)
+    state.record(ProbeResult("fetch_x509_svid", "OK", 0.004, finished_at=1000.0))
+    state.record(ProbeResult("fetch_x509_svid", "DEADLINE_EXCEEDED", 5.0, finished_at=1010.0))
+    s = render(state)
+    rpc = (("rpc", "fetch_x509_svid"),)
+    assert s[("spire_workload_api_probe_last_duration_seconds", rpc)] == 5.0
+    assert s[("spire_exporter_probe_last_attempt_timestamp_seconds", rpc)] == 1010.0
+    assert s[("spire_workload_api_last_success_timestamp_seconds", rpc)] == 1000.0
+    assert s[("spire_workload_api_probe_duration_seconds_count", rpc)] == 1  # failures stay out
+
+
+def test_the_version_has_one_source() -> None:
+    from importlib.metadata import version
+    from pathlib import Path
+
+    import yaml
+
+    from exporter import __version__
+
+    assert version("spire-health-exporter") == __version__
+    chart = yaml.safe_load(
+        (Path(__file__).parent.parent / "deploy/helm/spire-health-exporter/Chart.yaml").read_text()
+    )
+    assert chart["appVersion"] == __version__

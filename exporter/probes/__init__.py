@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from exporter.config import ROUNDTRIP_PROBE
 from exporter.probes import (
     health_check,
     jwt_bundles,
@@ -12,17 +11,18 @@ from exporter.probes import (
     x509_bundles,
     x509_svid,
 )
-from exporter.probes.base import Probe
+from exporter.probes.base import Prober
 
 
-def build_probes() -> dict[str, Probe]:
+def build_probes() -> dict[str, Prober]:
     """A fresh set of probers; the round-trip one keeps the previous token's claims between calls."""
-    return {
-        x509_svid.RPC: x509_svid.probe,
-        x509_bundles.RPC: x509_bundles.probe,
-        jwt_svid.RPC: jwt_svid.probe,
-        jwt_bundles.RPC: jwt_bundles.probe,
-        validate_jwt_svid.RPC: validate_jwt_svid.probe,
-        health_check.RPC: health_check.probe,
-        ROUNDTRIP_PROBE: jwt_roundtrip.RoundTripProbe(),
-    }
+    probers = [
+        Prober(x509_svid.RPC, x509_svid.probe),
+        Prober(x509_bundles.RPC, x509_bundles.probe),
+        Prober(jwt_svid.RPC, jwt_svid.probe),
+        Prober(jwt_bundles.RPC, jwt_bundles.probe),
+        Prober(validate_jwt_svid.RPC, validate_jwt_svid.probe, validate_jwt_svid.CODES),
+        Prober(health_check.RPC, health_check.probe, health_check.CODES),
+        Prober(jwt_roundtrip.RPC, jwt_roundtrip.RoundTripProbe(), jwt_roundtrip.CODES),
+    ]
+    return {p.name: p for p in probers}

@@ -1,10 +1,12 @@
-"""What every prober shares: one signature, and one way to time a call and judge its answer."""
+"""What every prober shares: one signature, one way to time a call and judge its answer, and one
+guard that turns anything unexpected into a counted result."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 import grpc
@@ -12,7 +14,8 @@ import grpc
 from exporter.answers import INVALID_RESPONSE, BundleInfo, MalformedAnswer, SvidInfo
 from exporter.client import EmptyStreamError, WorkloadClient
 from exporter.config import ProbeSettings
-from exporter.state import OK, ProbeResult
+from exporter.logs import describe
+from exporter.state import EXPORTER_ERROR, OK, ProbeResult
 
 T = TypeVar("T")
 log = logging.getLogger("exporter.probes")
@@ -22,6 +25,23 @@ Judged = tuple[Sequence[SvidInfo], Sequence[BundleInfo]]
 
 class Probe(Protocol):
     def __call__(self, client: WorkloadClient, settings: ProbeSettings) -> ProbeResult: ...
+
+
+@dataclass(frozen=True)
+class Prober:
+    """A probe, its name, and the failure codes of its own (shown at zero from the start)."""
+
+    name: str
+    probe: Probe
+    codes: tuple[str, ...] = ()
+
+    def __call__(self, client: WorkloadClient, settings: ProbeSettings) -> ProbeResult:
+        """Run the probe; whatever it raises becomes an EXPORTER_ERROR result, never an exception."""
+        start = time.perf_counter()
+        try:
+            return self.probe(client, settings)
+        except Exception as e:
+            return ProbeResult(self.name, EXPORTER_ERROR, time.perf_counter() - start, describe(e))
 
 
 def classify(error: grpc.RpcError) -> tuple[str, str]:

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+from exporter import names
 from exporter._proto import health_pb2
 from exporter.answers import MalformedAnswer
 from exporter.client import WorkloadClient
-from exporter.config import HEALTH_PROBE, ProbeSettings
+from exporter.config import ProbeSettings
 from exporter.probes.base import Judged, timed
 from exporter.state import ProbeResult
 
-RPC = HEALTH_PROBE
+RPC = names.HEALTH_CHECK
+NOT_SERVING = "NOT_SERVING"
+CODES = (NOT_SERVING,)
 # The agent's own health check counts PERMISSION_DENIED as an answering, serving agent.
 SERVING_CODES = ("OK", "PERMISSION_DENIED")
-
-
-NOT_SERVING = "NOT_SERVING"
 
 
 class NotServing(MalformedAnswer):
@@ -22,7 +24,8 @@ class NotServing(MalformedAnswer):
 
 
 def probe(client: WorkloadClient, settings: ProbeSettings) -> ProbeResult:
-    return timed(RPC, lambda: client.health_check(settings.timeout), _judge)
+    result = timed(RPC, lambda: client.health_check(settings.timeout), _judge)
+    return replace(result, serving=result.code in SERVING_CODES)
 
 
 def _judge(answer: health_pb2.HealthCheckResponse) -> Judged:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from exporter import names
 from exporter.answers import jwt_bundles
 from exporter.client import WorkloadClient
 from exporter.config import ProbeSettings
 from exporter.probes.base import timed
 from exporter.state import ProbeResult
 
-RPC = "fetch_jwt_bundles"
+RPC = names.FETCH_JWT_BUNDLES
 
 
 def probe(client: WorkloadClient, settings: ProbeSettings) -> ProbeResult:

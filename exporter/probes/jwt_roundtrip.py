@@ -11,15 +11,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
+from exporter import names
+from exporter._proto import workload_pb2
 from exporter.answers import MalformedAnswer, SvidInfo, jwt_svids
 from exporter.client import WorkloadClient
-from exporter.config import ROUNDTRIP_PROBE, ProbeSettings
+from exporter.config import ProbeSettings
 from exporter.logs import event
 from exporter.probes.base import Judged, timed
-from exporter.state import STALE_TOKEN, ProbeResult
+from exporter.state import ProbeResult
 
-RPC = ROUNDTRIP_PROBE
+RPC = names.FETCH_JWT_SVID_ROUNDTRIP
+STALE_TOKEN = "STALE_TOKEN"
+CODES = (STALE_TOKEN,)
 log = logging.getLogger("exporter.probes.roundtrip")
 
 
@@ -40,9 +45,9 @@ class RoundTripProbe:
                 RPC, lambda: client.fetch_jwt_svid(audience, settings.timeout), self._judge(settings)
             )
 
-    def _judge(self, settings: ProbeSettings):  # noqa: ANN202 - a closure over this call's settings
-        def judge(answer: object) -> Judged:
-            svid = jwt_svids(answer, [settings.audience], time.time())[0]  # type: ignore[arg-type]
+    def _judge(self, settings: ProbeSettings) -> Callable[[workload_pb2.JWTSVIDResponse], Judged]:
+        def judge(answer: workload_pb2.JWTSVIDResponse) -> Judged:
+            svid = jwt_svids(answer, [settings.audience], time.time())[0]
             previous, self._previous = self._previous, svid
             lifetime = svid.expiry - svid.issued
             if not self._warned and lifetime > 0 and settings.interval <= lifetime / 2:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 
+from exporter import names
 from exporter.answers import jwt_svids
 from exporter.client import WorkloadClient
 from exporter.config import ProbeSettings
 from exporter.probes.base import timed
 from exporter.state import ProbeResult
 
-RPC = "fetch_jwt_svid"
+RPC = names.FETCH_JWT_SVID
 
 
 def probe(client: WorkloadClient, settings: ProbeSettings) -> ProbeResult:

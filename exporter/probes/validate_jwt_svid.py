@@ -1,7 +1,9 @@
 """ValidateJWTSVID of a token fetched just before, as a resource server would check it.
 
 The token comes from the agent's cache (the same audience as the fetch_jwt_svid probe) and
-lives only in this function's frame.
+lives only in this function's frame. The fetch and the validation share one deadline, so the
+probe never outlasts its timeout; when there is no token to validate, the result is NO_TOKEN
+with the time the fetch took, since ValidateJWTSVID itself was never called.
 """
 
 from __future__ import annotations
@@ -9,36 +11,50 @@ from __future__ import annotations
 import time
 
 import grpc
+from google.protobuf import json_format
 
+from exporter import names
 from exporter._proto import workload_pb2
-from exporter.answers import MalformedAnswer, jwt_svids
+from exporter.answers import MalformedAnswer, audiences, jwt_svids
 from exporter.client import WorkloadClient
 from exporter.config import ProbeSettings
 from exporter.probes.base import Judged, classify, timed
 from exporter.state import ProbeResult
 
-RPC = "validate_jwt_svid"
+RPC = names.VALIDATE_JWT_SVID
+NO_TOKEN = "NO_TOKEN"
+CODES = (NO_TOKEN,)
 
 
 def probe(client: WorkloadClient, settings: ProbeSettings) -> ProbeResult:
     audience = [settings.audience]
+    start = time.perf_counter()
     try:
         fetched = client.fetch_jwt_svid(audience, settings.timeout)
         spiffe_id = jwt_svids(fetched, audience, time.time())[0].spiffe_id
     except grpc.RpcError as e:
         code, message = classify(e)
-        return ProbeResult(RPC, code, 0.0, f"no token to validate: {message}")
+        return ProbeResult(
+            RPC, NO_TOKEN, time.perf_counter() - start, f"no token to validate: {code} {message}"
+        )
     except MalformedAnswer as e:
-        return ProbeResult(RPC, e.code, 0.0, f"no token to validate: {e}")
+        return ProbeResult(RPC, NO_TOKEN, time.perf_counter() - start, f"no token to validate: {e}")
+    remaining = settings.timeout - (time.perf_counter() - start)
+    if remaining <= 0:
+        return ProbeResult(
+            RPC,
+            "DEADLINE_EXCEEDED",
+            time.perf_counter() - start,
+            "fetching the token used the whole deadline",
+        )
     token = fetched.svids[0].svid
 
     def judge(validated: workload_pb2.ValidateJWTSVIDResponse) -> Judged:
         if validated.spiffe_id != spiffe_id:
             raise MalformedAnswer("validation names a different SPIFFE ID than the token")
-        aud = validated.claims["aud"] if "aud" in validated.claims.fields else None
-        auds = [aud] if isinstance(aud, str) else list(aud or [])
-        if settings.audience not in auds:
+        claims = json_format.MessageToDict(validated.claims)
+        if settings.audience not in audiences(claims.get("aud")):
             raise MalformedAnswer("validated claims lack the audience")
         return (), ()
 
-    return timed(RPC, lambda: client.validate_jwt_svid(settings.audience, token, settings.timeout), judge)
+    return timed(RPC, lambda: client.validate_jwt_svid(settings.audience, token, remaining), judge)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from exporter import names
 from exporter.answers import x509_bundles
 from exporter.client import WorkloadClient
 from exporter.config import ProbeSettings
 from exporter.probes.base import timed
 from exporter.state import ProbeResult
 
-RPC = "fetch_x509_bundles"
+RPC = names.FETCH_X509_BUNDLES
 
 
 def probe(client: WorkloadClient, settings: ProbeSettings) -> ProbeResult:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 
+from exporter import names
 from exporter.answers import x509_svids
 from exporter.client import WorkloadClient
 from exporter.config import ProbeSettings
 from exporter.probes.base import timed
 from exporter.state import ProbeResult
 
-RPC = "fetch_x509_svid"
+RPC = names.FETCH_X509_SVID
 
 
 def probe(client: WorkloadClient, settings: ProbeSettings) -> ProbeResult:
