@@ -189,11 +189,12 @@ PROBERS = build_probes()
 @given(st.fixed_dictionaries(ANSWERS))
 def test_every_whole_answer_ends_in_a_counted_code(answers) -> None:
     state = ProbeState()
+    issued = int(time.time())  # not the module's `now`: this may run long after collection
     good_fetch = workload_pb2.JWTSVIDResponse(
         svids=[
             workload_pb2.JWTSVID(
                 spiffe_id=SPIFFE_ID,
-                svid=make_jwt({"sub": SPIFFE_ID, "aud": [AUDIENCE], "iat": now, "exp": now + 300}),
+                svid=make_jwt({"sub": SPIFFE_ID, "aud": [AUDIENCE], "iat": issued, "exp": issued + 300}),
             )
         ]
     )
