@@ -402,3 +402,16 @@ def test_cached_agent_process_is_not_trusted_after_pid_reuse(tmp_path) -> None:
         assert again is not None and again.pid == 4343
     finally:
         psutil.PROCFS_PATH = saved
+
+
+def test_validate_claims_holding_infinity_are_judged_not_an_exporter_error(fake_agent, fake_client) -> None:
+    # Found by test_whole_answers: a Struct number may be inf, which protobuf's JSON conversion refuses.
+    def answer(_req, aud):
+        response = workload_pb2.ValidateJWTSVIDResponse(spiffe_id=fake_agent.spiffe_id)
+        response.claims.update({"sub": fake_agent.spiffe_id, "aud": aud, "x": float("inf")})
+        return response
+
+    fake_agent.set("ValidateJWTSVID", answer=lambda req: answer(req, [req.audience]))
+    assert run(fake_client, "validate_jwt_svid").code == "OK"
+    fake_agent.set("ValidateJWTSVID", answer=lambda req: answer(req, float("inf")))
+    assert run(fake_client, "validate_jwt_svid").code == "INVALID_RESPONSE"

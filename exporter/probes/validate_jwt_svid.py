@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 import grpc
-from google.protobuf import json_format
+from google.protobuf import struct_pb2
 
 from exporter import names
 from exporter._proto import workload_pb2
@@ -52,9 +52,23 @@ def probe(client: WorkloadClient, settings: ProbeSettings) -> ProbeResult:
     def judge(validated: workload_pb2.ValidateJWTSVIDResponse) -> Judged:
         if validated.spiffe_id != spiffe_id:
             raise MalformedAnswer("validation names a different SPIFFE ID than the token")
-        claims = json_format.MessageToDict(validated.claims)
-        if settings.audience not in audiences(claims.get("aud")):
+        if settings.audience not in audiences(_aud(validated.claims)):
             raise MalformedAnswer("validated claims lack the audience")
         return (), ()
 
     return timed(RPC, lambda: client.validate_jwt_svid(settings.audience, token, remaining), judge)
+
+
+def _aud(claims: struct_pb2.Struct) -> object:
+    """The `aud` claim as plain Python, read alone: other claims may hold what JSON can't (inf)."""
+    if "aud" not in claims.fields:
+        return None
+    value = claims.fields["aud"]
+    if value.WhichOneof("kind") == "string_value":
+        return value.string_value
+    if value.WhichOneof("kind") == "list_value":
+        return [
+            v.string_value if v.WhichOneof("kind") == "string_value" else None
+            for v in value.list_value.values
+        ]
+    return None  # a number, bool, null or object is no audience
