@@ -41,7 +41,8 @@ ALERTS = [
     Alert(
         "SpireAgentWorkloadAPIProbeFailing",
         "critical",
-        "spire_workload_api_probe_success{%(sel)s, %(cached)s} == 0",
+        # health_check is the agent's liveness, reported by SpireAgentNotServing.
+        'spire_workload_api_probe_success{%(sel)s, %(cached)s, rpc!="health_check"} == 0',
         "SPIRE agent Workload API probe failing",
         "The {{ $labels.rpc }} probe on node %(node)s has failed on every attempt for %(for)s: "
         "workloads there cannot get this identity call answered.",
