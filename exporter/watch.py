@@ -80,7 +80,8 @@ class RotationWatch:
             backoff = min(backoff * 2, MAX_BACKOFF)
             self.state.count_watch_reconnect()
 
-    def _opened(self) -> None:
+    def _answer_handled(self) -> None:
+        """A heartbeat, and the watch is up; the first answer after a break restores it."""
         self.state.job_done(WATCH_JOB)
         self.state.set_watch_up(True)
         if self._broken:
@@ -104,7 +105,7 @@ class RotationWatch:
                     for spiffe_id in self.state.record_watch(svids):
                         event(log, logging.INFO, "X.509-SVID rotated", spiffe_id=spiffe_id)
                 # Up once an answer has been handled: one that raises ends the stream instead.
-                self._opened()
+                self._answer_handled()
             return got_message, "OK", "stream ended"
         except grpc.RpcError as e:
             code, message = classify(e)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -21,9 +22,16 @@ from exporter.names import WORKLOAD_RPCS as RPCS
 pytestmark = pytest.mark.spire
 
 
-def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The command as installed; `env`, if given, is the whole environment (PATH is kept)."""
     return subprocess.run(
-        [sys.executable, "-m", "exporter", *args], capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "exporter", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=None if env is None else {"PATH": os.environ["PATH"], **env},
     )
 
 

@@ -5,9 +5,6 @@ that follow the agent's latest answer)."""
 from __future__ import annotations
 
 import datetime as dt
-import os
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtensionOID
+from test_cli_real import cli
 from test_faults import _jwt_answer, _svid_answer, run
 
 from exporter._proto import workload_pb2
@@ -117,6 +115,7 @@ def test_a_probe_that_raises_is_counted_every_cycle_and_healthz_stays_honest(fak
 
 def test_healthz_turns_503_when_a_probe_job_stops_and_recovers(fake_agent, monkeypatch) -> None:
     import urllib.error
+    import urllib.request
 
     from running import RunningExporter, fast_config
 
@@ -142,8 +141,6 @@ def test_healthz_turns_503_when_a_probe_job_stops_and_recovers(fake_agent, monke
                         return r.status, r.read().decode()
                 except urllib.error.HTTPError as e:
                     return e.code, e.read().decode()
-
-            import urllib.request
 
             deadline = time.monotonic() + 8
             while status()[0] == 200 and time.monotonic() < deadline:
@@ -329,22 +326,12 @@ def test_broken_bcrypt_hash_is_a_config_error_naming_the_user(tmp_path, bad) -> 
         webconfig.load(str(tmp_path / "web.yml"))
 
 
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "exporter", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={"PATH": os.environ["PATH"], **(env or {})},
-    )
-
-
 def test_check_config_loads_the_web_config_and_rejects_a_broken_hash(tmp_path) -> None:
     (tmp_path / "web.yml").write_text("basic_auth_users:\n  alice: '$2b$10$short'\n")
     (tmp_path / "exporter.yml").write_text(
         f"workload_api: {{socket: unix:///tmp/x.sock}}\nweb: {{config_file: {tmp_path / 'web.yml'}}}\n"
     )
-    done = cli("check-config", str(tmp_path / "exporter.yml"))
+    done = cli("check-config", str(tmp_path / "exporter.yml"), env={})
     assert done.returncode == 2, done.stdout + done.stderr
     assert "basic_auth_users.alice" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
@@ -359,7 +346,7 @@ def test_check_config_honours_spiffe_endpoint_socket(tmp_path) -> None:
         "check-config", str(tmp_path / "exporter.yml"), env={"SPIFFE_ENDPOINT_SOCKET": "unix:///run/a.sock"}
     )
     assert done.returncode == 0, done.stderr
-    done = cli("check-config", str(tmp_path / "exporter.yml"))
+    done = cli("check-config", str(tmp_path / "exporter.yml"), env={})
     assert done.returncode == 2 and "workload_api.socket" in done.stderr
 
 
