@@ -4,22 +4,52 @@ from __future__ import annotations
 
 import os
 import re
+import socket
+import struct
 from pathlib import Path
 
 import psutil
 
 from exporter.state import ProcessSample
 
+PEER_TIMEOUT_SECONDS = 1.0
+NOBODY = 0  # socket_peer's answer when nothing listens on the socket
+
+
+def socket_peer(path: str) -> int | None:
+    """The PID of the process listening on a Unix socket, as the kernel gives it (SO_PEERCRED);
+    NOBODY when no process listens there; None when it can't tell: the listener is outside our
+    PID namespace (no hostPID), the socket can't be reached, or it did not answer in time."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(PEER_TIMEOUT_SECONDS)
+            s.connect(path)
+            creds = s.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            pid, _, _ = struct.unpack("3i", creds)
+    except (FileNotFoundError, ConnectionRefusedError):
+        return NOBODY
+    except OSError:
+        return None
+    return pid or None
+
 
 class ProcessFinder:
-    """Finds the agent by pid file, else cmdline pattern, else process name; remembers it."""
+    """Finds the agent by pid file, else cmdline pattern, else the process that listens on the
+    Workload API socket, else process name; remembers it. The socket's listener is the agent this
+    exporter probes, even on a host that runs more than one process named spire-agent."""
 
     def __init__(
-        self, name: str, cmdline_pattern: str = "", pid_file: str = "", proc_root: str = "/proc"
+        self,
+        name: str,
+        cmdline_pattern: str = "",
+        pid_file: str = "",
+        proc_root: str = "/proc",
+        socket_path: str = "",
     ) -> None:
         self.name = name
         self.pattern = re.compile(cmdline_pattern) if cmdline_pattern else None
         self.pid_file = Path(pid_file) if pid_file else None
+        self.socket_path = socket_path
         self.proc_root = Path(proc_root)
         psutil.PROCFS_PATH = proc_root
         self._proc: psutil.Process | None = None
@@ -45,6 +75,17 @@ class ProcessFinder:
                 return psutil.Process(int(self.pid_file.read_text().strip()))
             except (OSError, ValueError, psutil.Error):
                 return None
+        if self.socket_path and not self.pattern:
+            pid = socket_peer(self.socket_path)
+            if pid == NOBODY:
+                # Nothing serves the socket the exporter probes: that agent is down, whatever
+                # else on the host is called spire-agent.
+                return None
+            if pid is not None:
+                try:
+                    return psutil.Process(pid)
+                except psutil.Error:
+                    pass
         me = os.getpid()
         for proc in psutil.process_iter(["name", "cmdline"]):
             if proc.pid == me:  # our own argv may hold the pattern

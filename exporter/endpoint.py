@@ -7,6 +7,11 @@ ENDPOINT_ENV = "SPIFFE_ENDPOINT_SOCKET"
 
 def socket_target(endpoint: str) -> str:
     """Turn a socket path or a `unix://` URI into a grpc target."""
+    return "unix:" + socket_path(endpoint)
+
+
+def socket_path(endpoint: str) -> str:
+    """The filesystem path of a socket path or a `unix://` URI."""
     if endpoint.startswith("unix://"):
         path = endpoint[len("unix://") :]
     elif endpoint.startswith("unix:"):
@@ -15,4 +20,4 @@ def socket_target(endpoint: str) -> str:
         path = endpoint
     if not path.startswith("/"):
         raise ValueError(f"workload API endpoint must be an absolute unix socket path, got {endpoint!r}")
-    return "unix:" + path
+    return path

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from exporter import agent_health, agent_process, cgroup
 from exporter.config import Config
+from exporter.endpoint import socket_path
 from exporter.state import ProbeState
 
 
@@ -22,6 +23,7 @@ class AgentMonitor:
             agent["process"]["cmdline_pattern"],
             agent["process"]["pid_file"],
             agent["proc_root"],
+            socket_path(endpoint) if (endpoint := config.get("workload_api", "socket")) else "",
         )
 
     def __call__(self) -> None:

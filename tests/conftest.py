@@ -38,6 +38,13 @@ def require(reason: str) -> None:
     pytest.skip(reason)
 
 
+def host_state() -> tuple[set[str], set[str]]:
+    """The host's mount points and network devices, to compare before and after a harness ran."""
+    with open("/proc/mounts") as f:
+        mounts = {line.split()[1] for line in f}
+    return mounts, set(os.listdir("/sys/class/net"))
+
+
 # Every log line and page the exporter produced in this run, for test_zz_no_secrets.py.
 OUTPUTS: list[str] = []
 

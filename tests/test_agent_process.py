@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import psutil
 from conftest import require
+from local_spire import wait_until
 
 from exporter import agent_process, cgroup
 
@@ -145,3 +147,41 @@ def test_pid_file(tmp_path: Path) -> None:
     assert found is not None and found.pid == os.getpid()
     pid_file.write_text("garbage")
     assert agent_process.ProcessFinder("unused", pid_file=str(pid_file)).find() is None
+
+
+def test_the_agent_is_the_process_that_listens_on_the_socket(tmp_path: Path) -> None:
+    """Two processes could be the agent by name; the one serving the Workload API socket is."""
+    sock = tmp_path / "agent.sock"
+    listener = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import socket, sys, time; s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen();"
+            " time.sleep(60)",
+            str(sock),
+        ],
+    )
+    decoy_name = f"she-decoy-{os.getpid()}"  # an agent by name that nothing else is called
+    (tmp_path / decoy_name).symlink_to(shutil.which("sleep") or "/bin/sleep")
+    decoy = subprocess.Popen([str(tmp_path / decoy_name), "60"])
+    try:
+        wait_until(sock.exists, 10, "the listener's socket")
+        assert agent_process.socket_peer(str(sock)) == listener.pid
+        found = agent_process.ProcessFinder(decoy_name, socket_path=str(sock)).find()
+        assert found is not None and found.pid == listener.pid
+        # Nothing listening on the socket: the agent is down, though a process has its name.
+        assert agent_process.socket_peer(str(tmp_path / "absent.sock")) == agent_process.NOBODY
+        assert (
+            agent_process.ProcessFinder(decoy_name, socket_path=str(tmp_path / "absent.sock")).find() is None
+        )
+        listener.kill()
+        listener.wait()
+        assert agent_process.socket_peer(str(sock)) == agent_process.NOBODY  # the file stays, refused
+        assert agent_process.ProcessFinder(decoy_name, socket_path=str(sock)).find() is None
+        # No socket to ask (or one the exporter can't see the listener of): the name decides.
+        found = agent_process.ProcessFinder(decoy_name).find()
+        assert found is not None and found.pid == decoy.pid
+    finally:
+        for child in (listener, decoy):
+            child.kill()
+            child.wait()

@@ -16,7 +16,7 @@ import urllib.request
 import uuid
 
 import pytest
-from conftest import ROOT, record_output, require
+from conftest import ROOT, host_state, record_output, require
 from local_spire import free_port
 
 from exporter.names import HEALTH_CHECK, WORKLOAD_RPCS
@@ -33,13 +33,6 @@ def podman(*args: str, timeout: float = 120) -> str:
     if done.returncode != 0:
         raise AssertionError(f"podman {' '.join(args[:2])} failed: {done.stderr.strip()[-2000:]}")
     return done.stdout
-
-
-def host_state() -> tuple[set[str], set[str]]:
-    """The mount points and network devices of the host, to compare before and after."""
-    with open("/proc/mounts") as f:
-        mounts = {line.split()[1] for line in f}
-    return mounts, set(os.listdir("/sys/class/net"))
 
 
 @pytest.fixture(scope="module")

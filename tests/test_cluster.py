@@ -1,0 +1,344 @@
+"""The chart on a real Kubernetes node: scripts/cluster's one-node cluster (etcd, API server,
+controller manager, scheduler, containerd and a v1.34 kubelet), SPIRE's server and agent as pods
+attesting with k8s_psat and the k8s workload attestor, and the exporter installed with
+`helm install` from deploy/helm, unchanged but for values naming the local image.
+
+Everything is read the way an operator would: /metrics through the API server's pod proxy, the
+pods' status from the API, the cgroups from the host. The only values the test sets are the
+image, a faster schedule (so the module runs in minutes) and, for one test, a new interval.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT, host_state, record_output, require
+from local_cluster import EXPORTER_ID, EXPORTER_NAMESPACE, EXPORTER_RELEASE, Cluster, ClusterError
+from local_spire import wait_until
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.names import HEALTH_CHECK, VALIDATE_JWT_SVID, WORKLOAD_RPCS
+from exporter.probes.validate_jwt_svid import NO_TOKEN
+
+pytestmark = [pytest.mark.spire, pytest.mark.cluster]
+
+CHART = ROOT / "deploy" / "helm" / "spire-health-exporter"
+VALUES = {
+    "image": {"repository": "localhost/spire-health-exporter", "tag": "dev", "pullPolicy": "Never"},
+    "probes": {"interval": "2s", "timeout": "1s"},
+    "config": {"agent": {"sample_interval": "1s"}},
+}
+AGENT = ("spire-system", "app.kubernetes.io/name=spire-agent")
+EXPORTER = (EXPORTER_NAMESPACE, f"app.kubernetes.io/name={EXPORTER_RELEASE}")
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    if os.getuid() != 0:
+        require("the cluster needs root")
+    for tool in ("containerd", "etcd", "podman", "runc", "iptables", "debootstrap"):
+        if shutil.which(tool) is None:
+            require(
+                f"{tool} is missing (apt-get install containerd etcd-server podman runc iptables debootstrap)"
+            )
+    if not os.environ.get("HELM_BIN") and shutil.which("helm") is None:
+        require("Helm is missing (scripts/test builds it; or set HELM_BIN)")
+    before = host_state()
+    local = Cluster(Path(tempfile.mkdtemp(prefix="she-cluster-")))
+    started = time.monotonic()
+    try:
+        local.up()
+    except (ClusterError, TimeoutError):
+        local.down()
+        raise
+    print(f"\ncluster up in {time.monotonic() - started:.0f} s")
+    local.before = before  # type: ignore[attr-defined]
+    yield local
+    local.down()
+
+
+@pytest.fixture(scope="module")
+def release(cluster: Cluster) -> Cluster:
+    values = cluster.dir / "values.yaml"
+    values.write_text(yaml.safe_dump(VALUES))
+    started = time.monotonic()
+    cluster.helm(
+        "install", EXPORTER_RELEASE, str(CHART), "--namespace", EXPORTER_NAMESPACE, "--values", str(values)
+    )
+    cluster.rollout(EXPORTER_NAMESPACE, f"daemonset/{EXPORTER_RELEASE}")
+    print(f"\nhelm install and rollout in {time.monotonic() - started:.0f} s")
+    return cluster
+
+
+def pod(cluster: Cluster, which: tuple[str, str]) -> dict:  # type: ignore[type-arg]
+    namespace, selector = which
+    pods = cluster.kubectl_json("get", "pods", "-n", namespace, "-l", selector)["items"]
+    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+    assert len(live) == 1, [p["metadata"]["name"] for p in pods]
+    return live[0]  # type: ignore[no-any-return]
+
+
+def scrape(cluster: Cluster) -> Samples:
+    name = pod(cluster, EXPORTER)["metadata"]["name"]
+    text = cluster.raw(f"/api/v1/namespaces/{EXPORTER_NAMESPACE}/pods/{name}:9989/proxy/metrics")
+    record_output(text)
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            samples[(s.name, frozenset(s.labels.items()))] = s.value
+    return samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float | None:
+    return samples.get((name, frozenset(labels.items())))
+
+
+def probes_ok(samples: Samples) -> bool:
+    return all(
+        value(samples, "spire_workload_api_probe_success", rpc=r) == 1 for r in (*WORKLOAD_RPCS, HEALTH_CHECK)
+    )
+
+
+def wait_for(cluster: Cluster, predicate, timeout: float, what: str) -> Samples:
+    """Scrapes until predicate(samples) holds; a scrape that fails (pod rolling) is retried."""
+    last: dict[str, Samples] = {"samples": {}}
+
+    def check() -> bool:
+        try:
+            last["samples"] = scrape(cluster)
+        except (ClusterError, AssertionError):
+            return False
+        return bool(predicate(last["samples"]))
+
+    try:
+        wait_until(check, timeout, what, interval=0.5)
+    except TimeoutError:
+        interesting = {
+            k: v
+            for k, v in last["samples"].items()
+            if k[0].startswith(("spire_workload_api_probe_success", "spire_agent_process_up"))
+        }
+        raise AssertionError(f"{what}: {interesting}") from None
+    return last["samples"]
+
+
+def memory_bytes(quantity: str) -> int:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+    return int(quantity[:-2]) * units[quantity[-2:]] if quantity[-2:] in units else int(quantity)
+
+
+def container_cgroup(p: dict, controller: str) -> Path:  # type: ignore[type-arg]
+    """The container's cgroup on the host, as the kubelet (cgroupfs driver) and containerd lay it out."""
+    container_id = p["status"]["containerStatuses"][0]["containerID"].split("://", 1)[1]
+    found = list(
+        Path("/sys/fs/cgroup", controller, "kubepods").rglob(f"pod{p['metadata']['uid']}/{container_id}")
+    )
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_every_probe_ok_under_the_k8s_attested_identity(release: Cluster) -> None:
+    samples = wait_for(release, probes_ok, 90, "every probe OK")
+    # The only entry for this ID has k8s selectors (namespace, service account, pod label) under
+    # the k8s_psat node alias, so the SVID proves the k8s workload attestor matched the pod.
+    assert value(samples, "spire_svid_expiry_timestamp_seconds", kind="x509", spiffe_id=EXPORTER_ID)
+    assert value(samples, "spire_svid_expiry_timestamp_seconds", kind="jwt", spiffe_id=EXPORTER_ID)
+    entries = release.spire_server("entry", "show", "-spiffeID", EXPORTER_ID)
+    assert "k8s:sa:spire-health-exporter" in entries and "unix:" not in entries, entries
+    agents = release.spire_server("agent", "list")
+    assert "k8s_psat" in agents, agents
+    # The rotation watch's stream may have opened before the agent could attest the new pod, and
+    # waits out its backoff before it tries again.
+    wait_for(release, lambda s: value(s, "spire_exporter_watch_up") == 1, 90, "the watch up")
+    # The check the chart's NOTES.txt gives, exactly, in the running pod.
+    notes = release.helm("get", "notes", EXPORTER_RELEASE, "--namespace", EXPORTER_NAMESPACE)
+    command = next(line.strip() for line in notes.splitlines() if "probe --once" in line)
+    args = command.split()
+    assert args[:2] == ["kubectl", "-n"], command
+    printed = release.kubectl(*args[1:])
+    record_output(printed)
+    assert all(f"{rpc}" in printed for rpc in WORKLOAD_RPCS) and "PERMISSION_DENIED" not in printed, printed
+
+
+def test_agent_found_through_host_pids_and_its_cgroup_limit_is_the_pods(release: Cluster) -> None:
+    samples = wait_for(
+        release, lambda s: value(s, "spire_agent_cgroup_memory_limit_bytes"), 60, "the agent's cgroup"
+    )
+    agent = pod(release, AGENT)
+    limit = memory_bytes(agent["spec"]["containers"][0]["resources"]["limits"]["memory"])
+    assert value(samples, "spire_agent_process_up") == 1
+    assert value(samples, "spire_agent_cgroup_memory_limit_bytes") == limit
+    host_limit = int((container_cgroup(agent, "memory") / "memory.limit_in_bytes").read_text())
+    assert host_limit == limit
+    # The process the exporter found is the agent container's: same start time as its cgroup's task.
+    (pid,) = {int(p) for p in (container_cgroup(agent, "memory") / "cgroup.procs").read_text().split()}
+    boot = time.time() - float(Path("/proc/uptime").read_text().split()[0])
+    started = boot + int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]) / os.sysconf(
+        "SC_CLK_TCK"
+    )
+    assert abs(value(samples, "spire_agent_process_start_time_seconds") - started) < 2  # type: ignore[operator]
+
+
+def test_exporter_stays_within_its_chart_limits(release: Cluster) -> None:
+    exporter = pod(release, EXPORTER)
+    resources = exporter["spec"]["containers"][0]["resources"]
+    memory = container_cgroup(exporter, "memory")
+    cpu = container_cgroup(exporter, "cpuacct")
+    assert int((memory / "memory.limit_in_bytes").read_text()) == memory_bytes(resources["limits"]["memory"])
+    quota = int((container_cgroup(exporter, "cpu") / "cpu.cfs_quota_us").read_text())
+    period = int((container_cgroup(exporter, "cpu") / "cpu.cfs_period_us").read_text())
+    assert quota / period == int(resources["limits"]["cpu"].rstrip("m")) / 1000
+    window = 20.0
+    used_before = int((cpu / "cpuacct.usage").read_text())
+    time.sleep(window)
+    cores = (int((cpu / "cpuacct.usage").read_text()) - used_before) / 1e9 / window
+    peak = int((memory / "memory.max_usage_in_bytes").read_text())
+    samples = scrape(release)
+    print(
+        f"\nexporter container: peak memory {peak / 2**20:.1f} MiB of {resources['limits']['memory']}, "
+        f"{cores * 1000:.1f}m CPU of {resources['limits']['cpu']} at a 2 s schedule"
+    )
+    assert peak < memory_bytes(resources["limits"]["memory"])
+    assert cores < int(resources["limits"]["cpu"].rstrip("m")) / 1000
+    assert (memory / "memory.oom_control").read_text().split("oom_kill ")[1].strip() == "0"
+    assert probes_ok(samples)
+
+
+def test_removing_the_entry_gives_permission_denied_and_nothing_else(release: Cluster) -> None:
+    wait_for(release, probes_ok, 60, "every probe OK")
+    before = scrape(release)
+    (entry,) = release.exporter_entry_ids()
+    # Validation needs a token first; when the fetch is denied it reports NO_TOKEN, with the
+    # fetch's PERMISSION_DENIED in its message.
+    expected = {r: NO_TOKEN if r == VALIDATE_JWT_SVID else "PERMISSION_DENIED" for r in WORKLOAD_RPCS}
+    release.delete_entry(entry)
+    try:
+        denied = wait_for(
+            release,
+            lambda s: all(
+                value(s, "spire_workload_api_probes_total", rpc=r, code=c) for r, c in expected.items()
+            ),
+            60,
+            "PERMISSION_DENIED on every Workload API probe",
+        )
+    finally:
+        release.create_exporter_entry()
+    new_codes = {
+        (dict(labels)["rpc"], dict(labels)["code"])
+        for (name, labels), v in denied.items()
+        if name == "spire_workload_api_probes_total" and v > before.get((name, labels), 0)
+    }
+    # OK is the probes that ran before the agent's next sync dropped the entry.
+    assert all(code in ("OK", expected.get(rpc)) for rpc, code in new_codes), new_codes
+    assert value(denied, "spire_workload_api_probe_success", rpc=HEALTH_CHECK) == 1
+    assert value(denied, "spire_agent_process_up") == 1
+    wait_for(release, probes_ok, 90, "every probe OK again with the entry back")
+
+
+def test_deleting_the_agent_pod_is_seen_and_recovered(release: Cluster) -> None:
+    before = wait_for(release, probes_ok, 60, "every probe OK")
+    start = value(before, "spire_agent_process_start_time_seconds")
+    old = pod(release, AGENT)["metadata"]["name"]
+    release.kubectl("delete", "pod", "-n", AGENT[0], old, "--wait=false")
+    wait_for(release, lambda s: value(s, "spire_agent_process_up") == 0, 60, "spire_agent_process_up 0")
+    restarted = wait_for(
+        release,
+        lambda s: value(s, "spire_agent_process_start_time_seconds") not in (None, start),
+        90,
+        "a new agent start time",
+    )
+    assert value(restarted, "spire_agent_process_up") == 1
+    wait_for(release, probes_ok, 120, "every probe OK after the agent's restart")
+    assert pod(release, AGENT)["metadata"]["name"] != old
+
+
+def test_an_oom_killed_agent_is_in_the_restart_record_and_our_metrics(release: Cluster) -> None:
+    wait_for(release, probes_ok, 60, "every probe OK")
+    agent = pod(release, AGENT)
+    limit = agent["spec"]["containers"][0]["resources"]["limits"]["memory"]
+    path = "/spec/template/spec/containers/0/resources/limits/memory"
+
+    def squeeze(to: str) -> None:
+        patch = f'[{{"op": "replace", "path": "{path}", "value": "{to}"}}]'
+        release.kubectl("patch", "daemonset", "-n", AGENT[0], "spire-agent", "--type", "json", "-p", patch)
+
+    # The agent needs about 18 MiB to start; 12 MiB gets it OOM-killed while it starts.
+    squeeze("12Mi")
+    try:
+
+        def oom_killed() -> dict | None:  # type: ignore[type-arg]
+            try:
+                p = pod(release, AGENT)
+            except AssertionError:  # between the old pod and the new one
+                return None
+            status = (p["status"].get("containerStatuses") or [{}])[0]
+            terminated = status.get("lastState", {}).get("terminated") or {}
+            return p if terminated.get("reason") == "OOMKilled" else None
+
+        killed = wait_until(oom_killed, 120, "the agent's restart record to say OOMKilled")
+        terminated = killed["status"]["containerStatuses"][0]["lastState"]["terminated"]
+        print(
+            f"\nrestart record: {terminated['reason']}, exit {terminated['exitCode']}, "
+            f"restarts {killed['status']['containerStatuses'][0]['restartCount']}"
+        )
+        assert terminated["exitCode"] == 137
+        # The exporter sees an agent that is gone and probes that fail: SpireAgentDown's expression.
+        down = wait_for(
+            release, lambda s: value(s, "spire_agent_process_up") == 0, 60, "spire_agent_process_up 0"
+        )
+        assert not probes_ok(down)
+    finally:
+        squeeze(limit)
+    wait_for(release, probes_ok, 180, "every probe OK once the limit is back")
+
+
+def test_helm_upgrade_with_a_new_interval_rolls_the_pods_and_takes_effect(release: Cluster) -> None:
+    old = pod(release, EXPORTER)["metadata"]["name"]
+    release.helm(
+        "upgrade",
+        EXPORTER_RELEASE,
+        str(CHART),
+        "--namespace",
+        EXPORTER_NAMESPACE,
+        "--reuse-values",
+        "--set",
+        "probes.interval=5s",
+    )
+    release.rollout(EXPORTER_NAMESPACE, f"daemonset/{EXPORTER_RELEASE}")
+    assert pod(release, EXPORTER)["metadata"]["name"] != old
+    wait_for(release, probes_ok, 60, "every probe OK after the upgrade")
+    # The new schedule, measured: the gaps between one probe's successive attempts.
+    attempts: list[float] = []
+    deadline = time.monotonic() + 22
+    while time.monotonic() < deadline:
+        stamp = value(
+            scrape(release), "spire_exporter_probe_last_attempt_timestamp_seconds", rpc="fetch_x509_svid"
+        )
+        if stamp is not None and (not attempts or stamp != attempts[-1]):
+            attempts.append(stamp)
+        time.sleep(0.5)
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
+    print(f"\nfetch_x509_svid attempts after the upgrade, gaps: {[round(g, 2) for g in gaps]}")
+    assert len(gaps) >= 2 and all(4.0 < g < 6.0 for g in gaps), gaps
+
+
+def test_zz_down_leaves_no_process_mount_cgroup_or_device(cluster: Cluster) -> None:
+    holder = cluster.holder_pid()
+    assert holder is not None
+    cluster.down()
+    assert not Path(f"/proc/{holder}").exists()
+    mounts, devices = host_state()
+    before_mounts, before_devices = cluster.before  # type: ignore[attr-defined]
+    assert mounts <= before_mounts, mounts - before_mounts
+    assert devices == before_devices, devices ^ before_devices
+    assert not list(Path("/sys/fs/cgroup").glob("*/kubepods"))
+    assert not cluster.dir.exists()
