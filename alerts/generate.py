@@ -147,6 +147,28 @@ ALERTS = [
         "The SPIRE agent socket on node %(node)s does not answer its gRPC health check with SERVING "
         "(the agent is hung, overloaded, still starting, or gone).",
     ),
+    # The seed's third cause, from SPIRE's own telemetry (v1.13.3): its workload_api
+    # "connection" counter and "connections" gauge count Workload API RPCs started and in
+    # flight, each started RPC with a workload attestation of its own.
+    Alert(
+        "SpireAgentWorkloadAPIChurnHigh",
+        "warning",
+        "%(churn)s > %(min_rate)s and ((%(churn)s > %(factor)s * %(baseline)s) or (%(churn)s unless %(baseline)s))",
+        "Workload API calls far above the node's baseline",
+        "Workloads on node %(node)s start {{ $value | humanize }} Workload API calls a second, each "
+        "attested anew: more than %(factor)s times the previous %(baseline_window)s. A client is "
+        "likely creating a source or channel per request.",
+    ),
+    Alert(
+        "SpireAgentWorkloadAPIStreamsGrowing",
+        "warning",
+        "%(growing_agent)s or (%(growing_socket)s unless on (%(node_label)s) "
+        "spire_agent_workload_api_connections{%(agent_sel)s})",
+        "Open Workload API streams only grow",
+        "Open Workload API streams or connections on node %(node)s grew by at least %(growth)s "
+        "over %(window)s to {{ $value | humanize }} and never fell: a client is likely leaking "
+        "sources (opened and never closed).",
+    ),
     Alert(
         "SpireHealthExporterNoRegistrationEntry",
         "warning",
@@ -175,7 +197,31 @@ ALERTS = [
 
 def _params(c: dict[str, Any], name: str) -> dict[str, Any]:
     node = "{{ $labels.%s }}" % c["node_label"]
-    return {"sel": c["selector"], "node": node, "cached": CACHED, **c["alerts"].get(name, {})}
+    own = c["alerts"].get(name, {})
+    params = {
+        "sel": c["selector"],
+        "agent_sel": c["agent_selector"],
+        "node": node,
+        "node_label": c["node_label"],
+        "cached": CACHED,
+        **own,
+    }
+    counter = "spire_agent_workload_api_connection{%(agent_sel)s}" % params
+    if "min_rate" in own:
+        params["churn"] = f"sum without (host) (rate({counter}[{own['window']}]))"
+        params["baseline"] = (
+            f"sum without (host) (rate({counter}[{own['baseline_window']}] offset {own['window']}))"
+        )
+    if "growth" in own:
+
+        def growing(series: str) -> str:
+            w, g = own["window"], own["growth"]
+            # The comparison first, so that the alert's value is the current count.
+            return f"({series} >= max_over_time({series}[{w}]) and {series} - min_over_time({series}[{w}]) >= {g})"
+
+        params["growing_agent"] = growing("spire_agent_workload_api_connections{%(agent_sel)s}" % params)
+        params["growing_socket"] = growing("spire_agent_socket_connections{%(sel)s}" % params)
+    return params
 
 
 def recording_rules(c: dict[str, Any]) -> list[dict[str, str]]:

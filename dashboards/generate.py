@@ -23,6 +23,8 @@ DS = {"type": "prometheus", "uid": "${datasource}"}
 # Every query selects with these; series without a cluster label still match cluster=~".*".
 SEL = 'cluster=~"$cluster", job=~"$job", node=~"$node"'
 CACHED = 'rpc!="fetch_jwt_svid_roundtrip"'
+# SPIRE's own telemetry comes from the agent's scrape job, not the exporter's: node and cluster only.
+AGENT_SEL = 'cluster=~"$cluster", node=~"$node"'
 OK = ', code="OK"'
 
 
@@ -421,6 +423,73 @@ def fleet() -> dict[str, Any]:
     )
 
 
+def why_slow_panels() -> list[dict[str, Any]]:
+    """The seed's three causes side by side: a starved agent, clients that churn or leak
+    sources, and a slow server behind the agent."""
+    return [
+        row("Why is the Workload API slow?"),
+        panel(
+            "Agent memory against its limit",
+            "timeseries",
+            [
+                (f"max by (node) (spire_agent_cgroup_memory_usage_bytes{{{SEL}}})", "cgroup usage"),
+                (f"max by (node) (spire_agent_process_peak_resident_memory_bytes{{{SEL}}})", "peak RSS"),
+                (f"max by (node) (spire_agent_cgroup_memory_limit_bytes{{{SEL}}})", "limit"),
+            ],
+            "bytes",
+            "Cause 1, a starved agent: memory close to the limit means reclaim, throttling and OOM kills.",
+            "SpireAgentMemoryNearLimit",
+            w=6,
+        ),
+        panel(
+            "Workload API calls started per second",
+            "timeseries",
+            [
+                (
+                    f"sum by (node) (rate(spire_agent_workload_api_connection{{{AGENT_SEL}}}[$__rate_interval]))",
+                    "calls started/s",
+                )
+            ],
+            "ops",
+            "Cause 2, clients that build a source or channel per request: every call started is attested anew "
+            "(SPIRE's spire_agent_workload_api_connection, which counts RPCs). Needs the agent's telemetry scraped.",
+            "SpireAgentWorkloadAPIChurnHigh",
+            w=6,
+        ),
+        panel(
+            "Open Workload API streams",
+            "timeseries",
+            [
+                (
+                    f"sum by (node) (spire_agent_workload_api_connections{{{AGENT_SEL}}})",
+                    "in-flight RPCs (SPIRE)",
+                ),
+                (f"max by (node) (spire_agent_socket_connections{{{SEL}}})", "open connections (exporter)"),
+            ],
+            "short",
+            "Cause 2, leaked sources: streams and connections that only grow. One per well-used source is normal.",
+            "SpireAgentWorkloadAPIStreamsGrowing",
+            w=6,
+        ),
+        panel(
+            "Latency p99: cached and server round trip",
+            "timeseries",
+            [
+                (
+                    "histogram_quantile(0.99, sum by (le, rpc) (rate(spire_workload_api_probe_duration_seconds_bucket"
+                    f'{{{SEL}, rpc=~"fetch_x509_svid|fetch_jwt_svid_roundtrip"}}[$__rate_interval])))',
+                    "{{rpc}}",
+                )
+            ],
+            "s",
+            "Cause 3, a slow server or datastore: the round trip (when enabled) rises while the cached fetch stays fast. "
+            "Both rising together points back at the agent.",
+            "SpireAgentWorkloadAPILatencyHigh",
+            w=6,
+        ),
+    ]
+
+
 def node() -> dict[str, Any]:
     panels = [
         row("Workload API"),
@@ -484,6 +553,7 @@ def node() -> dict[str, Any]:
             "Seconds since each RPC last succeeded; with the default 15 s interval it stays under about 20 s.",
             "SpireAgentWorkloadAPIProbeFailing",
         ),
+        *why_slow_panels(),
         *agent_panels("node"),
         panel(
             "Agent threads and open files",

@@ -113,7 +113,42 @@ def peak_rss(proc_root: Path, pid: int) -> int | None:
     return None
 
 
-def sample(proc: psutil.Process, proc_root: Path) -> ProcessSample | None:
+ACCEPTING = 0x10000  # __SO_ACCEPTCON in /proc/net/unix's Flags: a listening socket
+CONNECTED = "03"  # SS_CONNECTED in its St column
+
+
+def socket_connections(proc_root: Path, pid: int, socket_path: str) -> int | None:
+    """Connections open to the agent's Workload API socket: the server-side sockets in the
+    agent's network namespace that carry its listener's path. A snapshot: a connection opened
+    and closed between two samples is never seen. The exporter may know the socket under another
+    path (a pod's mount): the listener with the same path, else the only one with the same file
+    name; None if there is neither."""
+    if not socket_path:
+        return None
+    name = Path(socket_path).name
+    try:
+        lines = (proc_root / str(pid) / "net" / "unix").read_text().splitlines()[1:]
+    except OSError:
+        return None
+    listeners: set[str] = set()
+    connected: dict[str, int] = {}
+    for line in lines:
+        fields = line.split(None, 7)
+        if len(fields) < 8 or Path(fields[7]).name != name:
+            continue
+        path = fields[7]
+        if int(fields[3], 16) & ACCEPTING:
+            listeners.add(path)
+        elif fields[5] == CONNECTED:
+            connected[path] = connected.get(path, 0) + 1
+    if socket_path in listeners:
+        return connected.get(socket_path, 0)
+    if len(listeners) != 1:
+        return None
+    return connected.get(listeners.pop(), 0)
+
+
+def sample(proc: psutil.Process, proc_root: Path, socket_path: str = "") -> ProcessSample | None:
     try:
         with proc.oneshot():
             cpu = proc.cpu_times()
@@ -129,6 +164,7 @@ def sample(proc: psutil.Process, proc_root: Path) -> ProcessSample | None:
                 open_fds=fds,
                 threads=proc.num_threads(),
                 start_time=proc.create_time(),
+                socket_connections=socket_connections(proc_root, proc.pid, socket_path),
             )
     except psutil.Error:
         return None

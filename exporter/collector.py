@@ -215,6 +215,12 @@ class ExporterCollector(Collector):
             (G, "process_threads", "OS threads of the agent process.", proc.threads if proc else None),
             (
                 G,
+                "socket_connections",
+                "Connections open to the agent's Workload API socket, counted in its network namespace.",
+                proc.socket_connections if proc else None,
+            ),
+            (
+                G,
                 "process_start_time_seconds",
                 "Unix time at which the agent process started.",
                 proc.start_time if proc else None,

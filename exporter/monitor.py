@@ -29,7 +29,7 @@ class AgentMonitor:
     def __call__(self) -> None:
         if self.process_enabled:
             proc = self.finder.find()
-            sample = agent_process.sample(proc, self.proc_root) if proc else None
+            sample = agent_process.sample(proc, self.proc_root, self.finder.socket_path) if proc else None
             group = cgroup.read(sample.pid, self.proc_root, self.cgroups) if sample and self.cgroups else None
             self.state.set_process(sample, group)
         if self.health["url"]:

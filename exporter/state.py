@@ -79,6 +79,7 @@ class ProcessSample:
     open_fds: int | None
     threads: int
     start_time: float
+    socket_connections: int | None = None
 
 
 @dataclass(frozen=True)

@@ -74,8 +74,11 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):  # 
 class LocalSpire:
     """Starts, controls and tears down a SPIRE server and agent in a temporary directory."""
 
-    def __init__(self, bin_dir: Path | None = None, workdir: Path | None = None) -> None:
+    def __init__(
+        self, bin_dir: Path | None = None, workdir: Path | None = None, agent_log_level: str = "INFO"
+    ) -> None:
         self.bin_dir = bin_dir or find_spire_bin_dir()
+        self.agent_log_level = agent_log_level
         self._own_workdir = workdir is None
         self.dir = workdir or Path(tempfile.mkdtemp(prefix="spire-"))
         self.trust_domain = TRUST_DOMAIN
@@ -134,7 +137,7 @@ telemetry {{
         (d / "agent" / "agent.conf").write_text(
             f"""agent {{
   data_dir = "{d}/agent/data"
-  log_level = "INFO"
+  log_level = "{self.agent_log_level}"
   server_address = "127.0.0.1"
   server_port = "{self.server_port}"
   socket_path = "{self.agent_socket}"

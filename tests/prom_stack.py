@@ -65,10 +65,17 @@ class Webhook:
 
 class PromStack:
     """Prometheus scraping one exporter with the given rule file, alerting a local Alertmanager
-    configured from the shipped example with its receivers pointed at `webhook`."""
+    configured from the shipped example with its receivers pointed at `webhook`. `jobs` adds
+    other targets by job name (the agent's own telemetry), with the same labels."""
 
     def __init__(
-        self, workdir: Path, exporter_address: str, rules: Path, webhook: Webhook, labels: dict[str, str]
+        self,
+        workdir: Path,
+        exporter_address: str,
+        rules: Path,
+        webhook: Webhook,
+        labels: dict[str, str],
+        jobs: dict[str, str] | None = None,
     ):
         prometheus, alertmanager = binaries()
         assert prometheus and alertmanager
@@ -91,10 +98,11 @@ class PromStack:
                         "alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{self.am_port}"]}]}]
                     },
                     "scrape_configs": [
-                        {
-                            "job_name": "spire-health-exporter",
-                            "static_configs": [{"targets": [exporter_address], "labels": labels}],
-                        }
+                        {"job_name": job, "static_configs": [{"targets": [address], "labels": labels}]}
+                        for job, address in {
+                            "spire-health-exporter": exporter_address,
+                            **(jobs or {}),
+                        }.items()
                     ],
                 }
             )

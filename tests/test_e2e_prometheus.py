@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import ROOT, require
 from prom_stack import PromStack, Webhook, binaries, get_json
 from running import RunningExporter, fast_config
@@ -52,7 +53,9 @@ def stack(healthy_spire, tmp_path):
     )
     webhook = Webhook()
     with RunningExporter(cfg) as running:
-        prom = PromStack(tmp_path, running.url.removeprefix("http://"), rules, webhook, LABELS)
+        # SPIRE's own telemetry, in its own job, as the dashboards' and rules' agent_selector expects.
+        jobs = {"spire-agent": f"127.0.0.1:{spire.telemetry_port}"}
+        prom = PromStack(tmp_path, running.url.removeprefix("http://"), rules, webhook, LABELS, jobs)
         try:
             yield spire, running, prom, webhook
         finally:
@@ -105,10 +108,22 @@ def test_dashboards_rules_and_alert_delivery(stack) -> None:
         for annotation in dashboard["annotations"]["list"]:
             assert prom.query(fill(annotation["expr"], node))["status"] == "success"
 
+    # Every name of SPIRE's own telemetry that a rule or dashboard uses is one the real agent emits.
+    shipped_text = (ROOT / "alerts" / "spire-health-exporter.rules.yml").read_text() + "".join(
+        (ROOT / "dashboards" / n).read_text() for n in ("spire-health-fleet.json", "spire-health-node.json")
+    )
+    spire_names = set(re.findall(r"spire_agent_workload_api_\w+", shipped_text))
+    assert spire_names
+    for metric in sorted(spire_names):
+        assert prom.query(f'count({metric}{{job="spire-agent"}})')["data"]["result"], (
+            f"SPIRE emits no {metric}"
+        )
+
     # Every shipped rule loaded and evaluates without error.
     groups = get_json(prom.url + "/api/v1/rules")["data"]["groups"]
     rules = [r for g in groups for r in g["rules"]]
-    assert len(rules) == 18
+    shipped = yaml.safe_load((ROOT / "alerts" / "spire-health-exporter.rules.yml").read_text())["groups"]
+    assert len(rules) == sum(len(g["rules"]) for g in shipped)
     assert all(r["health"] == "ok" for r in rules), [(r["name"], r.get("lastError")) for r in rules]
     assert not [r["name"] for r in rules if r["type"] == "alerting" and r["state"] != "inactive"]
 
