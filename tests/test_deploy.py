@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -151,6 +152,79 @@ def test_monitors_relabel_the_node_name() -> None:
     (svc,) = of_kind(docs, "Service")
     assert svc["spec"]["clusterIP"] == "None"
     assert not of_kind(render({}), "PodMonitor") and not of_kind(render({}), "PrometheusRule")
+
+
+@pytest.mark.parametrize("monitor", ["PodMonitor", "ServiceMonitor"])
+@pytest.mark.parametrize("name_override", ["", "spire-exporter"])
+def test_the_rules_select_the_job_each_monitor_gives(
+    monitor: str, name_override: str, tmp_path: Path
+) -> None:
+    """prometheus-operator takes the job from the pod's (PodMonitor) or Service's (ServiceMonitor)
+    label that jobLabel names; the rendered rules must select exactly that, and page on series
+    carrying exactly the labels such a target has."""
+    docs = render({**ALL_ON, **({"nameOverride": name_override} if name_override else {})})
+    (mon,) = of_kind(docs, monitor)
+    (svc,) = of_kind(docs, "Service")
+    labelled = daemonset(docs)["spec"]["template"]["metadata"] if monitor == "PodMonitor" else svc["metadata"]
+    job = labelled["labels"][mon["spec"]["jobLabel"]]
+    assert job == (name_override or "spire-health-exporter")
+    (rule,) = of_kind(docs, "PrometheusRule")
+    selected = set(re.findall(r'job="([^"]+)"', yaml.safe_dump(rule["spec"], width=10000)))
+    assert selected == {job, "spire-agent"}  # the agent's own telemetry has a job of its own
+
+    promtool = shutil.which("promtool")
+    if not promtool:
+        require("promtool is not installed (Debian's prometheus package)")
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump(rule["spec"]))
+    # The labels prometheus-operator gives a target of this monitor, and the chart's node relabeling.
+    target = {"job": job, "namespace": "spire-system", "pod": "she-x7k2p", "container": "exporter",
+              "endpoint": "metrics", "instance": "10.244.1.7:9989", "node": "node-a"}  # fmt: skip
+    if monitor == "ServiceMonitor":
+        target["service"] = svc["metadata"]["name"]
+    labels = ",".join(f'{k}="{v}"' for k, v in target.items())
+    failing = {"severity": "critical", **target, "rpc": "fetch_x509_svid"}
+    description = (
+        "The fetch_x509_svid probe on node node-a has failed on every attempt for 5m: "
+        "workloads there cannot get this identity call answered."
+    )
+    tests = {
+        "rule_files": ["rules.yml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    {"series": f"up{{{labels}}}", "values": "1x15"},
+                    {
+                        "series": f'spire_workload_api_probe_success{{{labels},rpc="fetch_x509_svid"}}',
+                        "values": "0x15",
+                    },
+                ],
+                "alert_rule_test": [
+                    {
+                        "eval_time": "10m",
+                        "alertname": "SpireAgentWorkloadAPIProbeFailing",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": failing,
+                                "exp_annotations": {
+                                    "summary": "SPIRE agent Workload API probe failing",
+                                    "description": description,
+                                    "runbook_url": "docs/runbooks.md#spireagentworkloadapiprobefailing",
+                                },
+                            }
+                        ],
+                    },
+                    {"eval_time": "15m", "alertname": "SpireHealthExporterAbsent", "exp_alerts": []},
+                ],
+            }
+        ],
+    }
+    (tmp_path / "tests.yml").write_text(yaml.safe_dump(tests))
+    done = subprocess.run(
+        [promtool, "test", "rules", "tests.yml"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_prometheus_rule_and_dashboards_equal_the_generated_ones() -> None:
