@@ -41,26 +41,31 @@ ALERTS = [
     Alert(
         "SpireAgentWorkloadAPIProbeFailing",
         "critical",
-        # health_check is the agent's liveness, reported by SpireAgentNotServing.
-        'spire_workload_api_probe_success{%(sel)s, %(cached)s, rpc!="health_check"} == 0',
+        # From the counters, not the latest result: attempts made and none OK in the window, so
+        # one lucky or unlucky probe neither hides nor fakes an outage. health_check is the
+        # agent's liveness (SpireAgentNotServing's); a missing entry is NoRegistrationEntry's.
+        "(%(attempts)s > 0) unless (%(attempts_ok)s > 0) unless on (job, instance) (%(denied)s > 0)",
         "SPIRE agent Workload API probe failing",
-        "The {{ $labels.rpc }} probe on node %(node)s has failed on every attempt for %(for)s: "
-        "workloads there cannot get this identity call answered.",
+        'The {{ $labels.rpc }} probe on node %(node)s made {{ printf "%%.0f" $value }} attempts in the last '
+        "%(window)s and none succeeded: workloads there cannot get this identity call answered.",
     ),
     Alert(
         "SpireAgentWorkloadAPIDeadlineExceeded",
         "critical",
-        "sum without (rpc) (increase("
+        # A share of the attempts, so that it means the same at any probe interval.
+        "sum without (rpc, code) (increase("
         'spire_workload_api_probes_total{%(sel)s, code="DEADLINE_EXCEEDED", %(cached)s}[%(window)s]'
-        ")) >= %(threshold)s",
+        ")) / sum without (rpc, code) (increase(spire_workload_api_probes_total{%(sel)s, %(cached)s}[%(window)s])) "
+        "> %(ratio)s",
         "Workload API calls hit their deadline",
-        "{{ $value | humanize }} Workload API probes on node %(node)s ran into their deadline "
+        "{{ $value | humanizePercentage }} of Workload API probes on node %(node)s ran into their deadline "
         "in the last %(window)s (context deadline exceeded).",
     ),
     Alert(
         "SpireAgentWorkloadAPIErrorRatioHigh",
         "warning",
-        "spire:workload_api_probe_errors:ratio_rate%(window)s{%(sel)s} > %(threshold)s",
+        # Intermittent only: a ratio of 1 is an outage, which SpireAgentWorkloadAPIProbeFailing pages.
+        "spire:workload_api_probe_errors:ratio_rate%(window)s{%(sel)s} > %(threshold)s < 1",
         "Workload API probes failing intermittently",
         "{{ $value | humanizePercentage }} of Workload API probes on node %(node)s failed over the last %(window)s.",
     ),
@@ -85,11 +90,14 @@ ALERTS = [
     Alert(
         "SpireSVIDExpiringSoon",
         "critical",
-        '(spire_svid_expiry_timestamp_seconds{%(sel)s, kind="x509"} - time() < %(x509_seconds)s) or '
-        '(spire_svid_expiry_timestamp_seconds{%(sel)s, kind="jwt"} - time() < %(jwt_seconds)s)',
+        # A share of the SVID's own lifetime, so that short TTLs don't page all day.
+        "(spire_svid_expiry_timestamp_seconds{%(sel)s} - time()) and ("
+        "(spire_svid_expiry_timestamp_seconds{%(sel)s} - time()) / (spire_svid_expiry_timestamp_seconds{%(sel)s} - "
+        "spire_svid_issued_timestamp_seconds{%(sel)s}) < %(remaining_fraction)s)",
         "SVID about to expire",
-        "The {{ $labels.kind }} SVID {{ $labels.spiffe_id }} on node %(node)s expires in "
-        "{{ $value | humanizeDuration }}.",
+        "The {{ $labels.kind }} SVID {{ $labels.spiffe_id }} on node %(node)s "
+        "{{ if gt $value 0.0 }}expires in {{ $value | humanizeDuration }}{{ else }}has expired{{ end }}: "
+        "less than %(remaining_percent)s of its lifetime was left and the agent served no new one.",
     ),
     Alert(
         "SpireTrustBundleCAExpiringSoon",
@@ -206,6 +214,20 @@ def _params(c: dict[str, Any], name: str) -> dict[str, Any]:
         "cached": CACHED,
         **own,
     }
+    if "remaining_fraction" in own:
+        params["remaining_percent"] = f"{own['remaining_fraction']:.0%}"
+    if name == "SpireAgentWorkloadAPIProbeFailing":
+        probes = (
+            'spire_workload_api_probes_total{%(sel)s, %(cached)s, rpc!="health_check"%%s}[%(window)s]'
+            % params
+        )
+        ok = ', code="OK"'
+        params["attempts"] = "sum without (code) (increase(%s))" % (probes % "")
+        params["attempts_ok"] = "sum without (code) (increase(%s))" % (probes % ok)
+        params["denied"] = (
+            'increase(spire_workload_api_probes_total{%(sel)s, rpc="fetch_x509_svid", code="PERMISSION_DENIED"}'
+            "[%(window)s])" % params
+        )
     counter = "spire_agent_workload_api_connection{%(agent_sel)s}" % params
     if "min_rate" in own:
         params["churn"] = f"sum without (host) (rate({counter}[{own['window']}]))"

@@ -182,9 +182,10 @@ def test_the_rules_select_the_job_each_monitor_gives(
     if monitor == "ServiceMonitor":
         target["service"] = svc["metadata"]["name"]
     labels = ",".join(f'{k}="{v}"' for k, v in target.items())
+    timed_out = 'rpc="fetch_x509_svid",code="DEADLINE_EXCEEDED"'
     failing = {"severity": "critical", **target, "rpc": "fetch_x509_svid"}
     description = (
-        "The fetch_x509_svid probe on node node-a has failed on every attempt for 5m: "
+        "The fetch_x509_svid probe on node node-a made 4 attempts in the last 1m and none succeeded: "
         "workloads there cannot get this identity call answered."
     )
     tests = {
@@ -192,12 +193,12 @@ def test_the_rules_select_the_job_each_monitor_gives(
         "evaluation_interval": "1m",
         "tests": [
             {
-                "interval": "1m",
+                "interval": "30s",
                 "input_series": [
-                    {"series": f"up{{{labels}}}", "values": "1x15"},
+                    {"series": f"up{{{labels}}}", "values": "1x30"},
                     {
-                        "series": f'spire_workload_api_probe_success{{{labels},rpc="fetch_x509_svid"}}',
-                        "values": "0x15",
+                        "series": f"spire_workload_api_probes_total{{{labels},{timed_out}}}",
+                        "values": "0+2x30",
                     },
                 ],
                 "alert_rule_test": [
