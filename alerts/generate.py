@@ -102,11 +102,12 @@ ALERTS = [
     Alert(
         "SpireTrustBundleCAExpiringSoon",
         "critical",
-        "(spire_trust_bundle_expiry_timestamp_seconds{%(sel)s} - time() < %(seconds)s) "
-        "and (spire_trust_bundle_certificates{%(sel)s} < 2)",
+        # The newest CA, not the earliest nor a count: SPIRE keeps an expired CA in the bundle
+        # for a while, so "two certificates" can be one expired and one about to.
+        "spire_trust_bundle_latest_expiry_timestamp_seconds{%(sel)s} - time() < %(seconds)s",
         "Trust bundle CA expiring without a successor",
-        "The only CA in the {{ $labels.trust_domain }} bundle seen on node %(node)s expires in "
-        "{{ $value | humanizeDuration }} and no successor CA has been added.",
+        "The newest CA in the {{ $labels.trust_domain }} bundle seen on node %(node)s expires in "
+        "{{ $value | humanizeDuration }} and no successor CA has been published.",
     ),
     Alert(
         "SpireAgentMemoryNearLimit",

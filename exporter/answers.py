@@ -44,6 +44,9 @@ class BundleInfo:
     trust_domain: str
     items: int  # CA certificates, or JWKS keys
     earliest_expiry: float | None  # earliest CA notAfter; None for JWT bundles
+    # The newest CA's notAfter: SPIRE keeps an expired CA in the bundle for a while, so only
+    # this one says whether a successor has been published.
+    latest_expiry: float | None = None
 
 
 def split_der(blob: bytes) -> list[bytes]:
@@ -142,8 +145,8 @@ def x509_bundles(bundles: Mapping[str, bytes]) -> list[BundleInfo]:
     infos = []
     for td, blob in sorted(items.items()):
         certs = load_certificates(blob)
-        earliest = min(_ts(c.not_valid_after_utc) for c in certs)
-        infos.append(BundleInfo("x509", trust_domain_name(td), len(certs), earliest))
+        expiries = [_ts(c.not_valid_after_utc) for c in certs]
+        infos.append(BundleInfo("x509", trust_domain_name(td), len(certs), min(expiries), max(expiries)))
     return infos
 
 

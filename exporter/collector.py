@@ -167,6 +167,11 @@ class ExporterCollector(Collector):
             "Unix time at which the earliest CA certificate in the X.509 trust bundle expires.",
             labels=["trust_domain"],
         )
+        ca_latest = GaugeMetricFamily(
+            "spire_trust_bundle_latest_expiry_timestamp_seconds",
+            "Unix time at which the newest CA certificate in the X.509 trust bundle expires.",
+            labels=["trust_domain"],
+        )
         keys = GaugeMetricFamily(
             "spire_jwt_bundle_keys", "Keys in the JWT bundle (JWKS).", labels=["trust_domain"]
         )
@@ -175,9 +180,11 @@ class ExporterCollector(Collector):
                 certs.add_metric([td], bundle.items)
                 if bundle.earliest_expiry is not None:
                     ca_expiry.add_metric([td], bundle.earliest_expiry)
+                if bundle.latest_expiry is not None:
+                    ca_latest.add_metric([td], bundle.latest_expiry)
             else:
                 keys.add_metric([td], bundle.items)
-        yield from (expiry, issued, rotations, certs, ca_expiry, keys)
+        yield from (expiry, issued, rotations, certs, ca_expiry, ca_latest, keys)
 
     def _agent(self, snap: Snapshot) -> Iterator[Metric]:
         G, C = GaugeMetricFamily, CounterMetricFamily
@@ -216,7 +223,7 @@ class ExporterCollector(Collector):
             (
                 G,
                 "socket_connections",
-                "Connections open to the agent's Workload API socket, counted in its network namespace.",
+                "Connections to the agent's Workload API socket from its own network namespace.",
                 proc.socket_connections if proc else None,
             ),
             (

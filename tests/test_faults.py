@@ -277,6 +277,7 @@ def test_ca_expiry_and_count_come_from_the_bundle(fake_agent, fake_client) -> No
     (bundle,) = result.bundles
     assert (bundle.trust_domain, bundle.items) == ("fake.test", 2)
     assert bundle.earliest_expiry == int(fake_agent.ca.not_after.timestamp())
+    assert bundle.latest_expiry == int(second.not_after.timestamp())
 
 
 def test_hung_agent_never_blocks_scrapes_or_the_next_cycle(fake_agent) -> None:
