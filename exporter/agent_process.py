@@ -119,8 +119,10 @@ CONNECTED = "03"  # SS_CONNECTED in its St column
 
 def socket_connections(proc_root: Path, pid: int, socket_path: str) -> int | None:
     """Connections open to the agent's Workload API socket: the server-side sockets in the
-    agent's network namespace that carry its listener's path. A snapshot: a connection opened
-    and closed between two samples is never seen. The exporter may know the socket under another
+    agent's network namespace that carry its listener's path. The kernel accounts an accepted
+    Unix socket to the connecting client's network namespace, so only clients in the agent's
+    own (host processes, host-network pods) are seen. A snapshot: a connection opened and
+    closed between two samples is never seen either. The exporter may know the socket under another
     path (a pod's mount): the listener with the same path, else the only one with the same file
     name; None if there is neither."""
     if not socket_path:

@@ -177,9 +177,12 @@ def test_agent_found_through_host_pids_and_its_cgroup_limit_is_the_pods(release:
     limit = memory_bytes(agent["spec"]["containers"][0]["resources"]["limits"]["memory"])
     assert value(samples, "spire_agent_process_up") == 1
     assert value(samples, "spire_agent_cgroup_memory_limit_bytes") == limit
-    # The socket's connections, counted in the agent's network namespace (the host's, here) though
-    # the exporter sees the socket under its pod's mount: at least the exporter's own.
-    assert (value(samples, "spire_agent_socket_connections") or 0) >= 1
+    # The agent's listener is found in its network namespace (the host's, here) though the
+    # exporter sees the socket under its pod's mount. The exporter's own connection is not
+    # counted: the kernel files it under the exporter's pod network namespace (docs/metrics.md).
+    connections = value(samples, "spire_agent_socket_connections")
+    print(f"\nspire_agent_socket_connections seen from the pod: {connections}")
+    assert connections is not None
     host_limit = int((container_cgroup(agent, "memory") / "memory.limit_in_bytes").read_text())
     assert host_limit == limit
     # The process the exporter found is the agent container's: same start time as its cgroup's task.
