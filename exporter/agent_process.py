@@ -75,18 +75,18 @@ class ProcessFinder:
                 return psutil.Process(int(self.pid_file.read_text().strip()))
             except (OSError, ValueError, psutil.Error):
                 return None
+        me = os.getpid()
         if self.socket_path and not self.pattern:
             pid = socket_peer(self.socket_path)
             if pid == NOBODY:
                 # Nothing serves the socket the exporter probes: that agent is down, whatever
                 # else on the host is called spire-agent.
                 return None
-            if pid is not None:
+            if pid is not None and pid != me:  # as below: never ourselves (a test's fake agent)
                 try:
                     return psutil.Process(pid)
                 except psutil.Error:
                     pass
-        me = os.getpid()
         for proc in psutil.process_iter(["name", "cmdline"]):
             if proc.pid == me:  # our own argv may hold the pattern
                 continue

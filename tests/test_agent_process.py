@@ -185,3 +185,16 @@ def test_the_agent_is_the_process_that_listens_on_the_socket(tmp_path: Path) -> 
         for child in (listener, decoy):
             child.kill()
             child.wait()
+
+
+def test_the_exporter_is_never_its_own_agent(tmp_path: Path) -> None:
+    """A fake agent served from the exporter's own process (as in the fault tests) is not
+    measured as the agent: the name decides, as it always skipped ourselves."""
+    import socket as socket_module
+
+    sock = tmp_path / "own.sock"
+    with socket_module.socket(socket_module.AF_UNIX) as own:
+        own.bind(str(sock))
+        own.listen()
+        assert agent_process.socket_peer(str(sock)) == os.getpid()
+        assert agent_process.ProcessFinder(f"she-nothing-{os.getpid()}", socket_path=str(sock)).find() is None
