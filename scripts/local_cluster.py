@@ -124,32 +124,31 @@ class Cluster:
     ) -> subprocess.CompletedProcess[str]:
         return _run(self.inside(cmd), timeout=timeout, check=check, input=stdin)
 
+    # The commands, as the tests run them and as `scripts/cluster kubectl|helm|spire-server` does.
+    def kubectl_command(self) -> list[str]:
+        return [str(self.bin / "kubectl"), f"--kubeconfig={self.kubeconfig}"]
+
+    def helm_command(self) -> list[str]:
+        home = self.dir / "helm"  # Helm's cache and config stay with the cluster
+        env = [f"KUBECONFIG={self.kubeconfig}", f"HELM_CACHE_HOME={home}", f"HELM_CONFIG_HOME={home}"]
+        return ["env", *env, f"HELM_DATA_HOME={home}", str(self.bin / "helm")]
+
+    def spire_server_command(self) -> list[str]:
+        exec_ = ["exec", "-n", "spire-server", "spire-server-0", "--", "/usr/local/bin/spire-server"]
+        return [*self.kubectl_command(), *exec_]
+
     def kubectl(self, *args: str, timeout: float = 120, check: bool = True, stdin: str | None = None) -> str:
-        cmd = [
-            str(self.bin / "kubectl"),
-            f"--kubeconfig={self.kubeconfig}",
-            f"--request-timeout={int(timeout)}s",
-            *args,
-        ]
+        cmd = [*self.kubectl_command(), f"--request-timeout={int(timeout)}s", *args]
         return self.run(cmd, timeout=timeout + 10, check=check, stdin=stdin).stdout
 
     def kubectl_json(self, *args: str) -> dict:  # type: ignore[type-arg]
         return json.loads(self.kubectl(*args, "-o", "json"))  # type: ignore[no-any-return]
 
     def helm(self, *args: str, timeout: float = 300) -> str:
-        env = [
-            "env",
-            f"KUBECONFIG={self.kubeconfig}",
-            f"HELM_CACHE_HOME={self.dir / 'helm'}",
-            f"HELM_CONFIG_HOME={self.dir / 'helm'}",
-            f"HELM_DATA_HOME={self.dir / 'helm'}",
-        ]
-        return self.run([*env, str(self.bin / "helm"), *args], timeout=timeout).stdout
+        return self.run([*self.helm_command(), *args], timeout=timeout).stdout
 
     def spire_server(self, *args: str) -> str:
-        return self.kubectl(
-            "exec", "-n", "spire-server", "spire-server-0", "--", "/usr/local/bin/spire-server", *args
-        )
+        return self.run([*self.spire_server_command(), *args]).stdout
 
     def rollout(self, namespace: str, workload: str, timeout: int = 180) -> None:
         """Wait until a DaemonSet or StatefulSet has rolled out: every pod updated and ready."""
@@ -397,10 +396,8 @@ class Cluster:
             wait_until(
                 lambda: not _kill_all(_pod_pids() | _pids_in(mount_ns)), 60, "the cluster's processes to end"
             )
-        for pid in _pod_pids():  # a run killed before its holder was recorded
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        wait_until(lambda: not _pod_pids(), 30, "the pods' processes to end")
+        # Also what a run killed before its holder was recorded left in the pods' cgroups.
+        wait_until(lambda: not _kill_all(_pod_pids()), 30, "the pods' processes to end")
         for child in self.children:
             child.wait(10)
         self.children.clear()
@@ -479,19 +476,10 @@ def main() -> int:
             cluster.down()
         else:
             cmd = {
-                "kubectl": [str(cluster.bin / "kubectl"), f"--kubeconfig={cluster.kubeconfig}"],
-                "helm": ["env", f"KUBECONFIG={cluster.kubeconfig}", str(cluster.bin / "helm")],
-                "spire-server": [
-                    str(cluster.bin / "kubectl"),
-                    f"--kubeconfig={cluster.kubeconfig}",
-                    "exec",
-                    "-n",
-                    "spire-server",
-                    "spire-server-0",
-                    "--",
-                    "/usr/local/bin/spire-server",
-                ],
-            }[options.command]
+                "kubectl": cluster.kubectl_command,
+                "helm": cluster.helm_command,
+                "spire-server": cluster.spire_server_command,
+            }[options.command]()
             return subprocess.call(cluster.inside([*cmd, *options.args]))
     except (ClusterError, TimeoutError) as e:
         print(f"error: {e}", file=sys.stderr)

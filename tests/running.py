@@ -63,11 +63,7 @@ class RunningExporter:
         return text
 
     def scrape(self) -> Samples:
-        samples: Samples = {}
-        for family in text_string_to_metric_families(self.text()):
-            for s in family.samples:
-                samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
-        return samples
+        return parse(self.text())
 
     def value(self, name: str, **labels: str) -> float | None:
         return self.scrape().get((name, tuple(sorted(labels.items()))))
@@ -81,6 +77,15 @@ class RunningExporter:
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out after {timeout} s waiting for {what}")
             time.sleep(0.2)
+
+
+def parse(text: str) -> Samples:
+    """Every sample of a /metrics page, by name and sorted labels."""
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
 
 
 def get(samples: Samples, name: str, **labels: str) -> float | None:

@@ -23,7 +23,7 @@ import yaml
 from conftest import ROOT, host_state, record_output, require
 from local_cluster import EXPORTER_ID, EXPORTER_NAMESPACE, EXPORTER_RELEASE, Cluster, ClusterError
 from local_spire import wait_until
-from prometheus_client.parser import text_string_to_metric_families
+from running import Samples, get, parse
 
 from exporter.names import HEALTH_CHECK, VALIDATE_JWT_SVID, WORKLOAD_RPCS
 from exporter.probes.validate_jwt_svid import NO_TOKEN
@@ -38,7 +38,6 @@ VALUES = {
 }
 AGENT = ("spire-system", "app.kubernetes.io/name=spire-agent")
 EXPORTER = (EXPORTER_NAMESPACE, f"app.kubernetes.io/name={EXPORTER_RELEASE}")
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 @pytest.fixture(scope="module")
@@ -91,20 +90,12 @@ def scrape(cluster: Cluster) -> Samples:
     name = pod(cluster, EXPORTER)["metadata"]["name"]
     text = cluster.raw(f"/api/v1/namespaces/{EXPORTER_NAMESPACE}/pods/{name}:9989/proxy/metrics")
     record_output(text)
-    samples: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            samples[(s.name, frozenset(s.labels.items()))] = s.value
-    return samples
-
-
-def value(samples: Samples, name: str, **labels: str) -> float | None:
-    return samples.get((name, frozenset(labels.items())))
+    return parse(text)
 
 
 def probes_ok(samples: Samples) -> bool:
     return all(
-        value(samples, "spire_workload_api_probe_success", rpc=r) == 1 for r in (*WORKLOAD_RPCS, HEALTH_CHECK)
+        get(samples, "spire_workload_api_probe_success", rpc=r) == 1 for r in (*WORKLOAD_RPCS, HEALTH_CHECK)
     )
 
 
@@ -150,15 +141,15 @@ def test_every_probe_ok_under_the_k8s_attested_identity(release: Cluster) -> Non
     samples = wait_for(release, probes_ok, 90, "every probe OK")
     # The only entry for this ID has k8s selectors (namespace, service account, pod label) under
     # the k8s_psat node alias, so the SVID proves the k8s workload attestor matched the pod.
-    assert value(samples, "spire_svid_expiry_timestamp_seconds", kind="x509", spiffe_id=EXPORTER_ID)
-    assert value(samples, "spire_svid_expiry_timestamp_seconds", kind="jwt", spiffe_id=EXPORTER_ID)
+    assert get(samples, "spire_svid_expiry_timestamp_seconds", kind="x509", spiffe_id=EXPORTER_ID)
+    assert get(samples, "spire_svid_expiry_timestamp_seconds", kind="jwt", spiffe_id=EXPORTER_ID)
     entries = release.spire_server("entry", "show", "-spiffeID", EXPORTER_ID)
     assert "k8s:sa:spire-health-exporter" in entries and "unix:" not in entries, entries
     agents = release.spire_server("agent", "list")
     assert "k8s_psat" in agents, agents
     # The rotation watch's stream may have opened before the agent could attest the new pod, and
     # waits out its backoff before it tries again.
-    wait_for(release, lambda s: value(s, "spire_exporter_watch_up") == 1, 90, "the watch up")
+    wait_for(release, lambda s: get(s, "spire_exporter_watch_up") == 1, 90, "the watch up")
     # The check the chart's NOTES.txt gives, exactly, in the running pod.
     notes = release.helm("get", "notes", EXPORTER_RELEASE, "--namespace", EXPORTER_NAMESPACE)
     command = next(line.strip() for line in notes.splitlines() if "probe --once" in line)
@@ -171,16 +162,16 @@ def test_every_probe_ok_under_the_k8s_attested_identity(release: Cluster) -> Non
 
 def test_agent_found_through_host_pids_and_its_cgroup_limit_is_the_pods(release: Cluster) -> None:
     samples = wait_for(
-        release, lambda s: value(s, "spire_agent_cgroup_memory_limit_bytes"), 60, "the agent's cgroup"
+        release, lambda s: get(s, "spire_agent_cgroup_memory_limit_bytes"), 60, "the agent's cgroup"
     )
     agent = pod(release, AGENT)
     limit = memory_bytes(agent["spec"]["containers"][0]["resources"]["limits"]["memory"])
-    assert value(samples, "spire_agent_process_up") == 1
-    assert value(samples, "spire_agent_cgroup_memory_limit_bytes") == limit
+    assert get(samples, "spire_agent_process_up") == 1
+    assert get(samples, "spire_agent_cgroup_memory_limit_bytes") == limit
     # The agent's listener is found in its network namespace (the host's, here) though the
     # exporter sees the socket under its pod's mount. The exporter's own connection is not
     # counted: the kernel files it under the exporter's pod network namespace (docs/metrics.md).
-    connections = value(samples, "spire_agent_socket_connections")
+    connections = get(samples, "spire_agent_socket_connections")
     print(f"\nspire_agent_socket_connections seen from the pod: {connections}")
     assert connections is not None
     host_limit = int((container_cgroup(agent, "memory") / "memory.limit_in_bytes").read_text())
@@ -191,7 +182,7 @@ def test_agent_found_through_host_pids_and_its_cgroup_limit_is_the_pods(release:
     started = boot + int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]) / os.sysconf(
         "SC_CLK_TCK"
     )
-    assert abs(value(samples, "spire_agent_process_start_time_seconds") - started) < 2  # type: ignore[operator]
+    assert abs(get(samples, "spire_agent_process_start_time_seconds") - started) < 2  # type: ignore[operator]
 
 
 def test_exporter_stays_within_its_chart_limits(release: Cluster) -> None:
@@ -231,7 +222,7 @@ def test_removing_the_entry_gives_permission_denied_and_nothing_else(release: Cl
         denied = wait_for(
             release,
             lambda s: all(
-                value(s, "spire_workload_api_probes_total", rpc=r, code=c) for r, c in expected.items()
+                get(s, "spire_workload_api_probes_total", rpc=r, code=c) for r, c in expected.items()
             ),
             60,
             "PERMISSION_DENIED on every Workload API probe",
@@ -245,24 +236,24 @@ def test_removing_the_entry_gives_permission_denied_and_nothing_else(release: Cl
     }
     # OK is the probes that ran before the agent's next sync dropped the entry.
     assert all(code in ("OK", expected.get(rpc)) for rpc, code in new_codes), new_codes
-    assert value(denied, "spire_workload_api_probe_success", rpc=HEALTH_CHECK) == 1
-    assert value(denied, "spire_agent_process_up") == 1
+    assert get(denied, "spire_workload_api_probe_success", rpc=HEALTH_CHECK) == 1
+    assert get(denied, "spire_agent_process_up") == 1
     wait_for(release, probes_ok, 90, "every probe OK again with the entry back")
 
 
 def test_deleting_the_agent_pod_is_seen_and_recovered(release: Cluster) -> None:
     before = wait_for(release, probes_ok, 60, "every probe OK")
-    start = value(before, "spire_agent_process_start_time_seconds")
+    start = get(before, "spire_agent_process_start_time_seconds")
     old = pod(release, AGENT)["metadata"]["name"]
     release.kubectl("delete", "pod", "-n", AGENT[0], old, "--wait=false")
-    wait_for(release, lambda s: value(s, "spire_agent_process_up") == 0, 60, "spire_agent_process_up 0")
+    wait_for(release, lambda s: get(s, "spire_agent_process_up") == 0, 60, "spire_agent_process_up 0")
     restarted = wait_for(
         release,
-        lambda s: value(s, "spire_agent_process_start_time_seconds") not in (None, start),
+        lambda s: get(s, "spire_agent_process_start_time_seconds") not in (None, start),
         90,
         "a new agent start time",
     )
-    assert value(restarted, "spire_agent_process_up") == 1
+    assert get(restarted, "spire_agent_process_up") == 1
     wait_for(release, probes_ok, 120, "every probe OK after the agent's restart")
     assert pod(release, AGENT)["metadata"]["name"] != old
 
@@ -299,7 +290,7 @@ def test_an_oom_killed_agent_is_in_the_restart_record_and_our_metrics(release: C
         assert terminated["exitCode"] == 137
         # The exporter sees an agent that is gone and probes that fail: SpireAgentDown's expression.
         down = wait_for(
-            release, lambda s: value(s, "spire_agent_process_up") == 0, 60, "spire_agent_process_up 0"
+            release, lambda s: get(s, "spire_agent_process_up") == 0, 60, "spire_agent_process_up 0"
         )
         assert not probes_ok(down)
     finally:
@@ -326,7 +317,7 @@ def test_helm_upgrade_with_a_new_interval_rolls_the_pods_and_takes_effect(releas
     attempts: list[float] = []
     deadline = time.monotonic() + 22
     while time.monotonic() < deadline:
-        stamp = value(
+        stamp = get(
             scrape(release), "spire_exporter_probe_last_attempt_timestamp_seconds", rpc="fetch_x509_svid"
         )
         if stamp is not None and (not attempts or stamp != attempts[-1]):
