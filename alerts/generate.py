@@ -1,234 +1,77 @@
 #!/usr/bin/env python3
-"""Generates the Prometheus rule files from alerts/config.yml, the one source of thresholds.
+"""Generates the Prometheus rules from alerts/config.yml, the one source of thresholds.
 
     python alerts/generate.py                      # rewrite the committed files
     python alerts/generate.py --config my.yml --out DIR
     python alerts/generate.py --for-override 5s    # every `for:` replaced (tests only)
 
-Writes spire-health-exporter.rules.yml (plain rule file) and prometheusrule.yaml (the same
-groups as a prometheus-operator PrometheusRule), and copies the rule file into the Helm chart.
+Writes spire-health-exporter.rules.yml (a plain rule file) and prometheusrule.yaml (the same
+groups as a prometheus-operator PrometheusRule). For the Helm chart it writes the PrometheusRule
+template, whose selectors, thresholds, windows, `for:`, runbook URL, extra labels and per-alert
+switches are chart values, and the defaults of those values in values.yaml.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rules import ALERTS, CACHED, FAST_BURN, SLO_WINDOWS, SLOW_BURN, burn, error_ratio
+
 HERE = Path(__file__).resolve().parent
-# The Helm chart can only read files inside itself, so it gets a copy of the rule file.
-CHART_FILES = HERE.parent / "deploy" / "helm" / "spire-health-exporter" / "files"
+CHART = HERE.parent / "deploy" / "helm" / "spire-health-exporter"
 RULES_FILE = "spire-health-exporter.rules.yml"
 CRD_FILE = "prometheusrule.yaml"
-# The round trip measures the server path; its failures have their own meaning (see the runbook).
-CACHED = 'rpc!="fetch_jwt_svid_roundtrip"'
-
-
-@dataclass(frozen=True)
-class Alert:
-    name: str
-    severity: str
-    expr: str  # %(key)s placeholders: sel, node, cached, and the alert's own keys in config.yml
-    summary: str
-    description: str  # Go template for Alertmanager, plus the same placeholders
-
-
-ALERTS = [
-    Alert(
-        "SpireAgentWorkloadAPIProbeFailing",
-        "critical",
-        # From the counters, not the latest result: attempts made and none OK in the window, so
-        # one lucky or unlucky probe neither hides nor fakes an outage. health_check is the
-        # agent's liveness (SpireAgentNotServing's); a missing entry is NoRegistrationEntry's.
-        "(%(attempts)s > 0) unless (%(attempts_ok)s > 0) unless on (job, instance) (%(denied)s > 0)",
-        "SPIRE agent Workload API probe failing",
-        'The {{ $labels.rpc }} probe on node %(node)s made {{ printf "%%.0f" $value }} attempts in the last '
-        "%(window)s and none succeeded: workloads there cannot get this identity call answered.",
-    ),
-    Alert(
-        "SpireAgentWorkloadAPIDeadlineExceeded",
-        "critical",
-        # A share of the attempts, so that it means the same at any probe interval.
-        "sum without (rpc, code) (increase("
-        'spire_workload_api_probes_total{%(sel)s, code="DEADLINE_EXCEEDED", %(cached)s}[%(window)s]'
-        ")) / sum without (rpc, code) (increase(spire_workload_api_probes_total{%(sel)s, %(cached)s}[%(window)s])) "
-        "> %(ratio)s",
-        "Workload API calls hit their deadline",
-        "{{ $value | humanizePercentage }} of Workload API probes on node %(node)s ran into their deadline "
-        "in the last %(window)s (context deadline exceeded).",
-    ),
-    Alert(
-        "SpireAgentWorkloadAPIErrorRatioHigh",
-        "warning",
-        # Intermittent only: a ratio of 1 is an outage, which SpireAgentWorkloadAPIProbeFailing pages.
-        "spire:workload_api_probe_errors:ratio_rate%(window)s{%(sel)s} > %(threshold)s < 1",
-        "Workload API probes failing intermittently",
-        "{{ $value | humanizePercentage }} of Workload API probes on node %(node)s failed over the last %(window)s.",
-    ),
-    Alert(
-        "SpireAgentWorkloadAPILatencyHigh",
-        "warning",
-        "spire:workload_api_probe_duration_seconds:p99_rate%(window)s{%(sel)s, %(cached)s} > %(threshold_seconds)s",
-        "Workload API p99 latency high",
-        "p99 latency of {{ $labels.rpc }} on node %(node)s is {{ $value | humanizeDuration }} "
-        "over the last %(window)s.",
-    ),
-    Alert(
-        "SpireX509SVIDNotRotated",
-        "warning",
-        '(spire_svid_expiry_timestamp_seconds{%(sel)s, kind="x509"} - time()) / '
-        '(spire_svid_expiry_timestamp_seconds{%(sel)s, kind="x509"} - '
-        'spire_svid_issued_timestamp_seconds{%(sel)s, kind="x509"}) < %(remaining_fraction)s',
-        "X.509-SVID not rotated on time",
-        "The X.509-SVID {{ $labels.spiffe_id }} on node %(node)s has only {{ $value | humanizePercentage }} "
-        "of its lifetime left; the agent renews at about half, so rotation is stuck.",
-    ),
-    Alert(
-        "SpireSVIDExpiringSoon",
-        "critical",
-        # A share of the SVID's own lifetime, so that short TTLs don't page all day.
-        "(spire_svid_expiry_timestamp_seconds{%(sel)s} - time()) and ("
-        "(spire_svid_expiry_timestamp_seconds{%(sel)s} - time()) / (spire_svid_expiry_timestamp_seconds{%(sel)s} - "
-        "spire_svid_issued_timestamp_seconds{%(sel)s}) < %(remaining_fraction)s)",
-        "SVID about to expire",
-        "The {{ $labels.kind }} SVID {{ $labels.spiffe_id }} on node %(node)s "
-        "{{ if gt $value 0.0 }}expires in {{ $value | humanizeDuration }}{{ else }}has expired{{ end }}: "
-        "less than %(remaining_percent)s of its lifetime was left and the agent served no new one.",
-    ),
-    Alert(
-        "SpireTrustBundleCAExpiringSoon",
-        "critical",
-        # The newest CA, not the earliest nor a count: SPIRE keeps an expired CA in the bundle
-        # for a while, so "two certificates" can be one expired and one about to.
-        "spire_trust_bundle_latest_expiry_timestamp_seconds{%(sel)s} - time() < %(seconds)s",
-        "Trust bundle CA expiring without a successor",
-        "The newest CA in the {{ $labels.trust_domain }} bundle seen on node %(node)s expires in "
-        "{{ $value | humanizeDuration }} and no successor CA has been published.",
-    ),
-    Alert(
-        "SpireAgentMemoryNearLimit",
-        "warning",
-        "spire_agent_cgroup_memory_usage_bytes{%(sel)s} / spire_agent_cgroup_memory_limit_bytes{%(sel)s} "
-        "> %(fraction)s",
-        "SPIRE agent memory near its cgroup limit",
-        "The SPIRE agent on node %(node)s uses {{ $value | humanizePercentage }} of its memory limit.",
-    ),
-    Alert(
-        "SpireAgentMemoryPeakNearLimit",
-        "info",
-        "spire_agent_process_peak_resident_memory_bytes{%(sel)s} / spire_agent_cgroup_memory_limit_bytes{%(sel)s} "
-        "> %(fraction)s",
-        "SPIRE agent memory peak came close to its limit",
-        "The SPIRE agent on node %(node)s peaked at {{ $value | humanizePercentage }} of its memory limit "
-        "(startup and attestation bursts); a larger burst will be OOM-killed.",
-    ),
-    Alert(
-        "SpireAgentOOMKilled",
-        "critical",
-        "increase(spire_agent_cgroup_oom_kills_total{%(sel)s}[%(window)s]) > 0",
-        "SPIRE agent OOM-killed",
-        "The OOM killer killed a process in the SPIRE agent's cgroup on node %(node)s "
-        "{{ $value | humanize }} times in the last %(window)s.",
-    ),
-    Alert(
-        "SpireAgentRestarting",
-        "warning",
-        "changes(spire_agent_process_start_time_seconds{%(sel)s}[%(window)s]) >= %(restarts)s",
-        "SPIRE agent restarting repeatedly",
-        "The SPIRE agent on node %(node)s restarted {{ $value | humanize }} times in the last %(window)s.",
-    ),
-    Alert(
-        "SpireAgentDown",
-        "critical",
-        "spire_agent_process_up{%(sel)s} == 0",
-        "SPIRE agent down",
-        "No spire-agent process is running on node %(node)s: nothing there can get an identity.",
-    ),
-    Alert(
-        "SpireAgentNotServing",
-        "warning",
-        "spire_agent_grpc_health_serving{%(sel)s} == 0",
-        "SPIRE agent socket not serving",
-        "The SPIRE agent socket on node %(node)s does not answer its gRPC health check with SERVING "
-        "(the agent is hung, overloaded, still starting, or gone).",
-    ),
-    # The seed's third cause, from SPIRE's own telemetry (v1.13.3): its workload_api
-    # "connection" counter and "connections" gauge count Workload API RPCs started and in
-    # flight, each started RPC with a workload attestation of its own.
-    Alert(
-        "SpireAgentWorkloadAPIChurnHigh",
-        "warning",
-        "%(churn)s > %(min_rate)s and ((%(churn)s > %(factor)s * %(baseline)s) or (%(churn)s unless %(baseline)s))",
-        "Workload API calls far above the node's baseline",
-        "Workloads on node %(node)s start {{ $value | humanize }} Workload API calls a second, each "
-        "attested anew: more than %(factor)s times the previous %(baseline_window)s. A client is "
-        "likely creating a source or channel per request.",
-    ),
-    Alert(
-        "SpireAgentWorkloadAPIStreamsGrowing",
-        "warning",
-        "%(growing_agent)s or (%(growing_socket)s unless on (%(node_label)s) "
-        "spire_agent_workload_api_connections{%(agent_sel)s})",
-        "Open Workload API streams only grow",
-        "Open Workload API streams or connections on node %(node)s grew by at least %(growth)s "
-        "over %(window)s to {{ $value | humanize }} and never fell: a client is likely leaking "
-        "sources (opened and never closed).",
-    ),
-    Alert(
-        "SpireHealthExporterNoRegistrationEntry",
-        "warning",
-        'increase(spire_workload_api_probes_total{%(sel)s, rpc="fetch_x509_svid", code="PERMISSION_DENIED"}'
-        '[%(window)s]) > 0 and ignoring (code) spire_workload_api_probe_success{%(sel)s, rpc="fetch_x509_svid"} == 0',
-        "The exporter has no registration entry",
-        'The SPIRE agent on node %(node)s answers the exporter "no identity issued" (PERMISSION_DENIED): '
-        "its registration entry is missing or its selectors do not match.",
-    ),
-    Alert(
-        "SpireHealthExporterDown",
-        "warning",
-        "up{%(sel)s} == 0",
-        "spire-health-exporter down",
-        "Prometheus cannot scrape spire-health-exporter on node %(node)s ({{ $labels.instance }}).",
-    ),
-    Alert(
-        "SpireHealthExporterAbsent",
-        "warning",
-        "absent(up{%(sel)s})",
-        "spire-health-exporter absent",
-        "Prometheus has no spire-health-exporter target at all: SPIRE agents are not being watched.",
-    ),
-]
+HEADER = "# Generated by alerts/generate.py from alerts/config.yml. Do not edit.\n"
+# config.yml's global keys and the chart values (under prometheusRule) that set them.
+CHART_KEYS = {
+    "agent_selector": "agentSelector",
+    "server_selector": "serverSelector",
+    "ksm_selector": "kubeStateMetricsSelector",
+    "agent_pod_selector": "agentPodSelector",
+    "agent_container_selector": "agentContainerSelector",
+    "node_label": "nodeLabel",
+    "runbook_url": "runbookURL",
+    "slo_objective": "sloObjective",
+}
+VALUES_BEGIN = "  # BEGIN generated by alerts/generate.py from alerts/config.yml; edit it there.\n"
+VALUES_END = "  # END generated\n"
 
 
 def _params(c: dict[str, Any], name: str) -> dict[str, Any]:
-    node = "{{ $labels.%s }}" % c["node_label"]
     own = c["alerts"].get(name, {})
     params = {
         "sel": c["selector"],
         "agent_sel": c["agent_selector"],
-        "node": node,
+        "server_sel": c["server_selector"],
+        "ksm_sel": c["ksm_selector"],
+        "agent_pod_sel": c["agent_pod_selector"],
+        "agent_container_sel": c["agent_container_selector"],
+        "node": "{{ $labels.%s }}" % c["node_label"],
         "node_label": c["node_label"],
+        "objective": c["slo_objective"],
         "cached": CACHED,
         **own,
     }
-    if "remaining_fraction" in own:
-        params["remaining_percent"] = f"{own['remaining_fraction']:.0%}"
     if name == "SpireAgentWorkloadAPIProbeFailing":
         probes = (
             'spire_workload_api_probes_total{%(sel)s, %(cached)s, rpc!="health_check"%%s}[%(window)s]'
             % params
         )
-        ok = ', code="OK"'
         params["attempts"] = "sum without (code) (increase(%s))" % (probes % "")
-        params["attempts_ok"] = "sum without (code) (increase(%s))" % (probes % ok)
+        params["attempts_ok"] = "sum without (code) (increase(%s))" % (probes % ', code="OK"')
         params["denied"] = (
             'increase(spire_workload_api_probes_total{%(sel)s, rpc="fetch_x509_svid", code="PERMISSION_DENIED"}'
             "[%(window)s])" % params
         )
+    params["burn_fast"] = burn(FAST_BURN, str(params["objective"]))
+    params["burn_slow"] = burn(SLOW_BURN, str(params["objective"]))
     counter = "spire_agent_workload_api_connection{%(agent_sel)s}" % params
     if "min_rate" in own:
         params["churn"] = f"sum without (host) (rate({counter}[{own['window']}]))"
@@ -251,7 +94,7 @@ def recording_rules(c: dict[str, Any]) -> list[dict[str, str]]:
     err = _params(c, "SpireAgentWorkloadAPIErrorRatioHigh")
     lat = _params(c, "SpireAgentWorkloadAPILatencyHigh")
     total = "spire_workload_api_probes_total{%(sel)s, %(cached)s%(extra)s}[%(window)s]"
-    return [
+    rules = [
         {
             "record": "spire:workload_api_probe_errors:ratio_rate%(window)s" % err,
             "expr": "sum without (code, rpc) (rate(%s)) / sum without (code, rpc) (rate(%s))"
@@ -263,18 +106,30 @@ def recording_rules(c: dict[str, Any]) -> list[dict[str, str]]:
             "[%(window)s]))" % lat,
         },
     ]
+    # The SLO's error ratios: per node for the dashboards, per cluster for the burn-rate alerts.
+    for level, by in (("node", "cluster, %s" % c["node_label"]), ("cluster", "cluster")):
+        for window in SLO_WINDOWS:
+            rules.append(
+                {
+                    "record": f"{level}:spire_workload_api_probe_errors:ratio_rate{window}",
+                    "expr": error_ratio(c["selector"], by, window),
+                }
+            )
+    return rules
 
 
-def groups(c: dict[str, Any], for_override: str | None = None) -> list[dict[str, Any]]:
+def alert_rules(c: dict[str, Any], for_override: str | None = None) -> list[dict[str, Any]]:
     rules = []
     for alert in ALERTS:
         params = _params(c, alert.name)
+        if params.get("enabled", True) is False:
+            continue
         rules.append(
             {
                 "alert": alert.name,
                 "expr": alert.expr % params,
                 "for": for_override or params["for"],
-                "labels": {"severity": alert.severity},
+                "labels": {"severity": alert.severity, "scope": alert.scope},
                 "annotations": {
                     "summary": alert.summary,
                     "description": alert.description % params,
@@ -282,9 +137,13 @@ def groups(c: dict[str, Any], for_override: str | None = None) -> list[dict[str,
                 },
             }
         )
+    return rules
+
+
+def groups(c: dict[str, Any], for_override: str | None = None) -> list[dict[str, Any]]:
     return [
         {"name": "spire-health-exporter.rules", "rules": recording_rules(c)},
-        {"name": "spire-health-exporter.alerts", "rules": rules},
+        {"name": "spire-health-exporter.alerts", "rules": alert_rules(c, for_override)},
     ]
 
 
@@ -293,7 +152,6 @@ def dump(data: Any) -> str:
 
 
 def render(c: dict[str, Any], for_override: str | None = None) -> dict[str, str]:
-    header = "# Generated by alerts/generate.py from alerts/config.yml. Do not edit.\n"
     body = groups(c, for_override)
     crd = {
         "apiVersion": "monitoring.coreos.com/v1",
@@ -304,11 +162,117 @@ def render(c: dict[str, Any], for_override: str | None = None) -> dict[str, str]
         },
         "spec": {"groups": body},
     }
-    return {RULES_FILE: header + dump({"groups": body}), CRD_FILE: header + dump(crd)}
+    return {RULES_FILE: HEADER + dump({"groups": body}), CRD_FILE: HEADER + dump(crd)}
+
+
+# -- the chart ---------------------------------------------------------------------------------
+
+
+class _Quoted(yaml.SafeDumper):
+    """Every string single-quoted: the chart's values land inside them, and only ' needs escaping."""
+
+
+def _quoted(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
+    plain = text.isidentifier() or text.replace(".", "").replace("-", "").isalnum()
+    return dumper.represent_scalar("tag:yaml.org,2002:str", text, style=None if plain else "'")
+
+
+_Quoted.add_representer(str, _quoted)
+
+
+def _helm(sentinel: re.Match[str]) -> str:
+    # A PromQL brace right before an action would read as "{{{": Helm prints that one itself.
+    brace = '{{ "{" }}' if sentinel.group(1) else ""
+    key = sentinel.group(2)
+    if key == "selector":
+        return brace + '{{ $sel | replace "\'" "\'\'" }}'
+    if key in CHART_KEYS:
+        return brace + '{{ $r.%s | toString | replace "\'" "\'\'" }}' % CHART_KEYS[key]
+    alert, name = key.split(".", 1)
+    return brace + '{{ index $a "%s" "%s" }}' % (alert, name)
+
+
+def _to_template(data: Any, indent: int) -> str:
+    """YAML for the chart: Alertmanager's own {{ }} escaped from Helm, then the values' sentinels
+    (@@key@@) turned into Helm expressions."""
+    text = yaml.dump(data, Dumper=_Quoted, sort_keys=False, width=100_000, allow_unicode=True)
+    text = text.replace("{{", '{{"{{"}}')
+    text = re.sub(r"(\{?)@@([\w.]+)@@", _helm, text)
+    pad = " " * indent
+    return "".join(pad + line if line.strip() else line for line in text.splitlines(keepends=True))
+
+
+def _sentinel_config(c: dict[str, Any]) -> dict[str, Any]:
+    """config.yml with every value replaced by a sentinel the chart template fills from values."""
+    out: dict[str, Any] = {key: f"@@{key}@@" for key in CHART_KEYS}
+    out["selector"] = "@@selector@@"
+    out["alerts"] = {name: {key: f"@@{name}.{key}@@" for key in own} for name, own in c["alerts"].items()}
+    return out
+
+
+def chart_template(c: dict[str, Any]) -> str:
+    s = _sentinel_config(c)
+    records = _to_template(recording_rules(s), 4)
+    alerts = []
+    for rule in alert_rules(s):
+        name = rule["alert"]
+        text = _to_template([rule], 4)
+        severity = "        scope: %s\n" % rule["labels"]["scope"]
+        extra = "        {{- with $r.additionalRuleLabels }}{{ toYaml . | nindent 8 }}{{ end }}\n"
+        assert severity in text, name
+        text = text.replace(severity, severity + extra)
+        alerts.append('{{- if (index $a "%s").enabled }}\n%s{{- end }}\n' % (name, text))
+    return (
+        "{{- /* " + HEADER.strip("# \n") + " */}}\n"
+        "{{- if .Values.prometheusRule.enabled }}\n"
+        "{{- $r := .Values.prometheusRule }}\n"
+        "{{- $a := $r.alerts }}\n"
+        "{{- /* The exporter's job: the one this release's monitors give, unless set. */}}\n"
+        '{{- $sel := $r.jobSelector | default (printf "job=%q" (include "she.name" .)) }}\n'
+        "apiVersion: monitoring.coreos.com/v1\n"
+        "kind: PrometheusRule\n"
+        "metadata:\n"
+        '  name: {{ include "she.fullname" . }}\n'
+        "  namespace: {{ .Release.Namespace }}\n"
+        "  labels:\n"
+        '    {{- include "she.labels" . | nindent 4 }}\n'
+        "    {{- with $r.labels }}\n"
+        "    {{- toYaml . | nindent 4 }}\n"
+        "    {{- end }}\n"
+        "spec:\n"
+        "  groups:\n"
+        "  - name: spire-health-exporter.rules\n"
+        "    rules:\n" + records + "  - name: spire-health-exporter.alerts\n"
+        "    rules:\n" + "".join(alerts) + "{{- end }}\n"
+    )
+
+
+def chart_values(c: dict[str, Any], values_text: str) -> str:
+    """values.yaml with the generated block (the rules' defaults) replaced."""
+    lines = [
+        f"  {CHART_KEYS[key]}: {yaml.safe_dump(c[key], width=1000).splitlines()[0]}\n" for key in CHART_KEYS
+    ]
+    lines.append("  alerts:\n")
+    for name, own in c["alerts"].items():
+        flow = yaml.safe_dump(
+            {"enabled": True, **own}, default_flow_style=True, width=1000, sort_keys=False
+        ).strip()
+        lines.append(f"    {name}: {flow}\n")
+    begin, end = values_text.index(VALUES_BEGIN), values_text.index(VALUES_END)
+    return values_text[: begin + len(VALUES_BEGIN)] + "".join(lines) + values_text[end:]
+
+
+def chart_files(c: dict[str, Any]) -> dict[Path, str]:
+    values = CHART / "values.yaml"
+    return {
+        CHART / "templates" / "prometheusrule.yaml": chart_template(c),
+        values: chart_values(c, values.read_text()),
+    }
 
 
 def load_config(path: Path) -> dict[str, Any]:
-    return yaml.safe_load(path.read_text())
+    config: dict[str, Any] = yaml.safe_load(path.read_text())
+    return config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -320,11 +284,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--for-override", default=None, help="replace every for: (for tests)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    rendered = render(load_config(args.config), args.for_override)
-    for name, text in rendered.items():
+    config = load_config(args.config)
+    for name, text in render(config, args.for_override).items():
         (args.out / name).write_text(text)
     if args.out == HERE:
-        (CHART_FILES / RULES_FILE).write_text(rendered[RULES_FILE])
+        for path, text in chart_files(config).items():
+            path.write_text(text)
     return 0
 
 

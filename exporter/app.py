@@ -57,7 +57,7 @@ class Exporter:
         jobs = []
         for settings in enabled:
             prober = self.probes[settings.name]
-            self.state.register(settings.name, prober.codes, settings.timeout)
+            self.state.register(settings.name, prober.codes, settings.timeout, settings.interval)
             jobs.append(
                 Job(settings.name, settings.interval, probe_job(prober, self.client, settings, self.state))
             )

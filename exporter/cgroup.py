@@ -111,6 +111,14 @@ def _v2_limit(directory: Path, root: Path) -> int | None:
     return min(limits) if limits else None
 
 
+def _working_set(usage: int | None, directory: Path, inactive_key: str) -> int | None:
+    """The kubelet's working set: page cache the kernel can drop is no memory pressure."""
+    inactive = _read_keyed(directory / "memory.stat", inactive_key)
+    if usage is None or inactive is None:
+        return None
+    return max(usage - inactive, 0)
+
+
 def read(pid: int, proc_root: Path, locator: Locator) -> CgroupSample | None:
     try:
         text = (proc_root / str(pid) / "cgroup").read_text()
@@ -122,9 +130,11 @@ def read(pid: int, proc_root: Path, locator: Locator) -> CgroupSample | None:
     version, directory = found
     root = locator.root
     if version == 2:
+        usage = _read_int(directory / "memory.current")
         return CgroupSample(
             version=2,
-            usage=_read_int(directory / "memory.current"),
+            usage=usage,
+            working_set=_working_set(usage, directory, "inactive_file"),
             limit=_v2_limit(directory, root),
             peak=_read_int(directory / "memory.peak"),
             oom_kills=_read_keyed(directory / "memory.events", "oom_kill"),
@@ -132,9 +142,11 @@ def read(pid: int, proc_root: Path, locator: Locator) -> CgroupSample | None:
     limit = _read_keyed(directory / "memory.stat", "hierarchical_memory_limit")
     if limit is None:
         limit = _read_int(directory / "memory.limit_in_bytes")
+    usage = _read_int(directory / "memory.usage_in_bytes")
     return CgroupSample(
         version=1,
-        usage=_read_int(directory / "memory.usage_in_bytes"),
+        usage=usage,
+        working_set=_working_set(usage, directory, "total_inactive_file"),
         limit=limit if limit is not None and limit < _UNLIMITED else None,
         peak=_read_int(directory / "memory.max_usage_in_bytes"),
         oom_kills=_read_keyed(directory / "memory.oom_control", "oom_kill"),

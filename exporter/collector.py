@@ -103,6 +103,11 @@ class ExporterCollector(Collector):
             "Deadline each probe is given, from the configuration.",
             labels=["rpc"],
         )
+        interval = GaugeMetricFamily(
+            P + "probe_interval_seconds",
+            "Time between probes, from the configuration.",
+            labels=["rpc"],
+        )
         last_attempt = GaugeMetricFamily(
             "spire_exporter_probe_last_attempt_timestamp_seconds",
             "Unix time at which the latest probe finished, whatever its result.",
@@ -125,7 +130,9 @@ class ExporterCollector(Collector):
                 last_ok.add_metric([rpc], stats.last_success)
             if stats.timeout is not None:
                 timeout.add_metric([rpc], stats.timeout)
-        yield from (duration, total, success, last_ok, last_duration, timeout, last_attempt)
+            if stats.interval is not None:
+                interval.add_metric([rpc], stats.interval)
+        yield from (duration, total, success, last_ok, last_duration, timeout, interval, last_attempt)
 
         serving = GaugeMetricFamily(
             A + "grpc_health_serving",
@@ -243,6 +250,12 @@ class ExporterCollector(Collector):
                 "cgroup_memory_usage_bytes",
                 "Memory charged to the agent's cgroup.",
                 group.usage if group else None,
+            ),
+            (
+                G,
+                "cgroup_memory_working_set_bytes",
+                "Memory charged to the agent's cgroup less inactive file cache, as the kubelet counts it.",
+                group.working_set if group else None,
             ),
             (
                 G,

@@ -64,6 +64,7 @@ class RpcStats:
     counts: dict[str, int]
     buckets: list[int]
     timeout: float | None = None
+    interval: float | None = None
     observations: int = 0
     duration_sum: float = 0.0
     last: ProbeResult | None = None
@@ -86,6 +87,8 @@ class ProcessSample:
 class CgroupSample:
     version: int
     usage: int | None
+    # usage minus inactive file cache, the kubelet's working set: what memory pressure can't reclaim
+    working_set: int | None
     limit: int | None  # None: unlimited
     peak: int | None
     oom_kills: int | None
@@ -158,11 +161,18 @@ class ProbeState:
         """Grows with every change; equal versions mean equal snapshots."""
         return self._version
 
-    def register(self, rpc: str, extra_codes: tuple[str, ...] = (), timeout: float | None = None) -> None:
+    def register(
+        self,
+        rpc: str,
+        extra_codes: tuple[str, ...] = (),
+        timeout: float | None = None,
+        interval: float | None = None,
+    ) -> None:
         """Make an rpc's series visible at zero before its first probe."""
         with self._write():
             stats = self._stats(rpc)
             stats.timeout = timeout
+            stats.interval = interval
             for code in extra_codes:
                 stats.counts.setdefault(code, 0)
 

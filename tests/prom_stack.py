@@ -63,6 +63,72 @@ class Webhook:
         self.server.server_close()
 
 
+def _spawn(workdir: Path, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+    with open(workdir / f"{name}.log", "wb") as log:
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+class Alertmanager:
+    """A real Alertmanager configured from the shipped example, its receivers pointed at
+    `webhook` and its group waits shortened to 1 s; routes, grouping and inhibitions as shipped."""
+
+    def __init__(self, workdir: Path, webhook: Webhook) -> None:
+        _, binary = binaries()
+        assert binary
+        self.dir = workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        shipped = yaml.safe_load(
+            (Path(__file__).parent.parent / "alerts" / "alertmanager.example.yml").read_text()
+        )
+        shipped["route"].update(group_wait="1s", group_interval="1s")
+        for receiver in shipped["receivers"]:
+            for hook in receiver.get("webhook_configs", []):
+                hook["url"] = webhook.url + "/" + receiver["name"]
+        (workdir / "alertmanager.yml").write_text(yaml.safe_dump(shipped))
+        self.process = _spawn(
+            workdir,
+            "alertmanager",
+            [
+                binary,
+                f"--config.file={workdir / 'alertmanager.yml'}",
+                f"--storage.path={workdir / 'am'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--cluster.listen-address=",  # no gossip port on all interfaces
+            ],
+        )
+        try:
+            wait_until(lambda: _ready(self.url + "/-/ready"), 60, "Alertmanager to be ready")
+        except BaseException:
+            self.stop()
+            raise
+
+    def post(self, alerts: list[dict[str, Any]]) -> None:
+        request = urllib.request.Request(
+            self.url + "/api/v2/alerts",
+            data=json.dumps(alerts).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as r:
+            assert r.status == 200
+
+    def alerts(self) -> list[dict[str, Any]]:
+        answer: list[dict[str, Any]] = get_json(self.url + "/api/v2/alerts")
+        return answer
+
+    def stop(self) -> None:
+        stop_process(self.process, grace=15)
+
+
 class PromStack:
     """Prometheus scraping one exporter with the given rule file, alerting a local Alertmanager
     configured from the shipped example with its receivers pointed at `webhook`. `jobs` adds
@@ -77,25 +143,20 @@ class PromStack:
         labels: dict[str, str],
         jobs: dict[str, str] | None = None,
     ):
-        prometheus, alertmanager = binaries()
-        assert prometheus and alertmanager
+        prometheus, _ = binaries()
+        assert prometheus
         self.dir = workdir
-        self.am_port, self.prom_port = free_port(), free_port()
-        shipped = yaml.safe_load(
-            (Path(__file__).parent.parent / "alerts" / "alertmanager.example.yml").read_text()
-        )
-        shipped["route"].update(group_wait="1s", group_interval="1s")
-        for receiver in shipped["receivers"]:
-            for hook in receiver.get("webhook_configs", []):
-                hook["url"] = webhook.url + "/" + receiver["name"]
-        (workdir / "alertmanager.yml").write_text(yaml.safe_dump(shipped))
+        self.prom_port = free_port()
+        self.alertmanager = Alertmanager(workdir, webhook)
         (workdir / "prometheus.yml").write_text(
             yaml.safe_dump(
                 {
                     "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
                     "rule_files": [str(rules)],
                     "alerting": {
-                        "alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{self.am_port}"]}]}]
+                        "alertmanagers": [
+                            {"static_configs": [{"targets": [f"127.0.0.1:{self.alertmanager.port}"]}]}
+                        ]
                     },
                     "scrape_configs": [
                         {"job_name": job, "static_configs": [{"targets": [address], "labels": labels}]}
@@ -107,17 +168,8 @@ class PromStack:
                 }
             )
         )
-        self.alertmanager = self._spawn(
-            "alertmanager",
-            [
-                alertmanager,
-                f"--config.file={workdir / 'alertmanager.yml'}",
-                f"--storage.path={workdir / 'am'}",
-                f"--web.listen-address=127.0.0.1:{self.am_port}",
-                "--cluster.listen-address=",  # no gossip port on all interfaces
-            ],
-        )
-        self.prometheus = self._spawn(
+        self.prometheus = _spawn(
+            workdir,
             "prometheus",
             [
                 prometheus,
@@ -128,26 +180,11 @@ class PromStack:
             ],
         )
         self.url = f"http://127.0.0.1:{self.prom_port}"
-        wait_until(lambda: self._ready(self.url + "/-/ready"), 60, "Prometheus to be ready")
-        wait_until(
-            lambda: self._ready(f"http://127.0.0.1:{self.am_port}/-/ready"), 60, "Alertmanager to be ready"
-        )
-
-    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
-        with open(self.dir / f"{name}.log", "wb") as log:
-            return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-
-    @staticmethod
-    def _ready(url: str) -> bool:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                return r.status == 200
-        except OSError:
-            return False
+        wait_until(lambda: _ready(self.url + "/-/ready"), 60, "Prometheus to be ready")
 
     def query(self, expr: str) -> dict[str, Any]:
         return get_json(self.url + "/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
 
     def stop(self) -> None:
-        for proc in (self.prometheus, self.alertmanager):
-            stop_process(proc, grace=15)
+        stop_process(self.prometheus, grace=15)
+        self.alertmanager.stop()

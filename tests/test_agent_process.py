@@ -35,11 +35,13 @@ def test_v2_tree_reads_usage_effective_limit_peak_and_oom_kills(tmp_path: Path) 
     write(root, f"{pod}/agent/memory.current", "104857600\n")
     write(root, f"{pod}/agent/memory.max", "max\n")
     write(root, f"{pod}/agent/memory.peak", "199999488\n")
+    # 30 MiB of it is inactive page cache: reclaimable, so not in the working set.
+    write(root, f"{pod}/agent/memory.stat", "anon 60000000\nfile 44857600\ninactive_file 31457280\n")
     write(root, f"{pod}/agent/memory.events", "low 0\nhigh 0\nmax 4\noom 2\noom_kill 2\noom_group_kill 0\n")
     proc = proc_tree(tmp_path, 42, f"0::/{pod}/agent\n")
     sample = cgroup.read(42, proc, cgroup.Locator(root))
     assert sample == cgroup.CgroupSample(
-        version=2, usage=104857600, limit=268435456, peak=199999488, oom_kills=2
+        version=2, usage=104857600, working_set=73400320, limit=268435456, peak=199999488, oom_kills=2
     )
 
 
@@ -58,12 +60,17 @@ def test_v1_tree(tmp_path: Path) -> None:
     d = "memory/kubepods/burstable/pod1/agent"
     write(root, f"{d}/memory.usage_in_bytes", "52428800\n")
     write(root, f"{d}/memory.limit_in_bytes", "9223372036854771712\n")
-    write(root, f"{d}/memory.stat", "cache 0\nrss 1\nhierarchical_memory_limit 134217728\n")
+    write(
+        root,
+        f"{d}/memory.stat",
+        "cache 0\nrss 1\ninactive_file 0\nhierarchical_memory_limit 134217728\n"
+        "total_inactive_file 10485760\n",
+    )
     write(root, f"{d}/memory.max_usage_in_bytes", "73400320\n")
     write(root, f"{d}/memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n")
     proc = proc_tree(tmp_path, 9, "12:pids:/kubepods\n4:memory:/kubepods/burstable/pod1/agent\n0::/\n")
     assert cgroup.read(9, proc, cgroup.Locator(root)) == cgroup.CgroupSample(
-        version=1, usage=52428800, limit=134217728, peak=73400320, oom_kills=3
+        version=1, usage=52428800, working_set=41943040, limit=134217728, peak=73400320, oom_kills=3
     )
 
 

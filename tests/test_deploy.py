@@ -19,10 +19,12 @@ import pytest
 import yaml
 from conftest import ROOT, record_output, require
 from local_spire import free_port
+from promtool_variants import variant
 
 from exporter import config as exporter_config
 
 CHART = ROOT / "deploy" / "helm" / "spire-health-exporter"
+RUNBOOKS = "https://github.com/spire-health-exporter/spire-health-exporter/blob/main/docs/runbooks.md"
 K8S_VERSION = "1.31.0"
 ALL_ON = {
     "podMonitor.enabled": "true",
@@ -170,11 +172,9 @@ def test_the_rules_select_the_job_each_monitor_gives(
     assert job == (name_override or "spire-health-exporter")
     (rule,) = of_kind(docs, "PrometheusRule")
     selected = set(re.findall(r'job="([^"]+)"', yaml.safe_dump(rule["spec"], width=10000)))
-    assert selected == {job, "spire-agent"}  # the agent's own telemetry has a job of its own
+    # SPIRE's own telemetry and kube-state-metrics have jobs of their own.
+    assert selected == {job, "spire-agent", "spire-server", "kube-state-metrics"}
 
-    promtool = shutil.which("promtool")
-    if not promtool:
-        require("promtool is not installed (Debian's prometheus package)")
     (tmp_path / "rules.yml").write_text(yaml.safe_dump(rule["spec"]))
     # The labels prometheus-operator gives a target of this monitor, and the chart's node relabeling.
     target = {"job": job, "namespace": "spire-system", "pod": "she-x7k2p", "container": "exporter",
@@ -183,9 +183,9 @@ def test_the_rules_select_the_job_each_monitor_gives(
         target["service"] = svc["metadata"]["name"]
     labels = ",".join(f'{k}="{v}"' for k, v in target.items())
     timed_out = 'rpc="fetch_x509_svid",code="DEADLINE_EXCEEDED"'
-    failing = {"severity": "critical", **target, "rpc": "fetch_x509_svid"}
+    failing = {"severity": "critical", "scope": "node", **target, "rpc": "fetch_x509_svid"}
     description = (
-        "The fetch_x509_svid probe on node node-a made 4 attempts in the last 1m and none succeeded: "
+        "The fetch_x509_svid probe on node node-a made 8 attempts in the last 2m and none succeeded: "
         "workloads there cannot get this identity call answered."
     )
     tests = {
@@ -211,7 +211,7 @@ def test_the_rules_select_the_job_each_monitor_gives(
                                 "exp_annotations": {
                                     "summary": "SPIRE agent Workload API probe failing",
                                     "description": description,
-                                    "runbook_url": "docs/runbooks.md#spireagentworkloadapiprobefailing",
+                                    "runbook_url": RUNBOOKS + "#spireagentworkloadapiprobefailing",
                                 },
                             }
                         ],
@@ -223,9 +223,85 @@ def test_the_rules_select_the_job_each_monitor_gives(
     }
     (tmp_path / "tests.yml").write_text(yaml.safe_dump(tests))
     done = subprocess.run(
-        [promtool, "test", "rules", "tests.yml"], cwd=tmp_path, capture_output=True, text=True
+        [promtool(), "test", "rules", "tests.yml"], cwd=tmp_path, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def promtool() -> str:
+    path = shutil.which("promtool")
+    if not path:
+        require("promtool is not installed (Debian's prometheus package)")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("monitor", "scrape_interval"),
+    [("PodMonitor", "15s"), ("PodMonitor", "30s"), ("PodMonitor", "60s"), ("ServiceMonitor", "30s")],
+)
+def test_every_alert_fires_and_stays_silent_on_chart_targets(
+    monitor: str, scrape_interval: str, tmp_path: Path
+) -> None:
+    """alerts/tests.yml against the chart's rendered PrometheusRule, its series resampled to the
+    scrape interval and labelled as prometheus-operator labels this chart's targets."""
+    docs = render({"prometheusRule.enabled": "true", f"{monitor[0].lower()}{monitor[1:]}.enabled": "true"})
+    (rule,) = of_kind(docs, "PrometheusRule")
+    (mon,) = of_kind(docs, monitor)
+    endpoints = mon["spec"]["podMetricsEndpoints" if monitor == "PodMonitor" else "endpoints"]
+    (container,) = daemonset(docs)["spec"]["template"]["spec"]["containers"]
+    extra = {"container": container["name"], "endpoint": endpoints[0]["port"]}
+    if monitor == "ServiceMonitor":
+        (svc,) = of_kind(docs, "Service")
+        extra["service"] = svc["metadata"]["name"]
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump(rule["spec"]))
+    tests = yaml.safe_load((ROOT / "alerts" / "tests.yml").read_text())
+    tests["rule_files"] = ["rules.yml"]
+    (tmp_path / "tests.yml").write_text(yaml.safe_dump(variant(tests, scrape_interval, extra), width=10**6))
+    done = subprocess.run(
+        [promtool(), "test", "rules", "tests.yml"], cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stdout[-5000:] + done.stderr
+
+
+def test_chart_values_drive_the_rules(tmp_path: Path) -> None:
+    """Selector, extra labels, runbook URL, per-alert switch, threshold, window and for: all come
+    from values; promtool accepts what they render."""
+    docs = render(
+        {
+            "prometheusRule.enabled": "true",
+            "prometheusRule.jobSelector": 'job="node-exporters"\\, team="id"',
+            "prometheusRule.additionalRuleLabels.team": "identity",
+            "prometheusRule.runbookURL": "https://wiki.example.com/spire",
+            "prometheusRule.alerts.SpireAgentRestarting.enabled": "false",
+            "prometheusRule.alerts.SpireAgentMemoryNearLimit.fraction": "0.75",
+            "prometheusRule.alerts.SpireAgentMemoryNearLimit.for": "42m",
+            "prometheusRule.alerts.SpireAgentWorkloadAPIErrorRatioHigh.window": "30m",
+        }
+    )
+    (rule,) = of_kind(docs, "PrometheusRule")
+    records = {r["record"]: r for r in rule["spec"]["groups"][0]["rules"]}
+    alerts = {r["alert"]: r for r in rule["spec"]["groups"][1]["rules"]}
+    assert "SpireAgentRestarting" not in alerts and len(alerts) == len(generate_alerts_names()) - 1
+    memory = alerts["SpireAgentMemoryNearLimit"]
+    assert memory["expr"].endswith("> 0.75") and memory["for"] == "42m"
+    assert 'spire_agent_cgroup_memory_working_set_bytes{job="node-exporters", team="id"}' in memory["expr"]
+    assert "spire:workload_api_probe_errors:ratio_rate30m" in records
+    assert "ratio_rate30m" in alerts["SpireAgentWorkloadAPIErrorRatioHigh"]["expr"]
+    for alert in alerts.values():
+        assert alert["labels"]["team"] == "identity"
+        assert (
+            alert["annotations"]["runbook_url"] == "https://wiki.example.com/spire#" + alert["alert"].lower()
+        )
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump(rule["spec"]))
+    done = subprocess.run(
+        [promtool(), "check", "rules", str(tmp_path / "rules.yml")], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def generate_alerts_names() -> set[str]:
+    shipped = yaml.safe_load((ROOT / "alerts" / "spire-health-exporter.rules.yml").read_text())
+    return {r["alert"] for r in shipped["groups"][1]["rules"]}
 
 
 def test_prometheus_rule_and_dashboards_equal_the_generated_ones() -> None:

@@ -254,6 +254,7 @@ def test_agent_memory_matches_proc(healthy_spire) -> None:
         if memory:  # cgroup v1, as on this machine
             directory = Path("/sys/fs/cgroup/memory" + memory[0])
             usage = int((directory / "memory.usage_in_bytes").read_text())
+            inactive_key = "total_inactive_file"
             oom = next(
                 int(line.split()[1])
                 for line in (directory / "memory.oom_control").read_text().splitlines()
@@ -262,12 +263,16 @@ def test_agent_memory_matches_proc(healthy_spire) -> None:
         else:
             directory = Path("/sys/fs/cgroup" + cgroup_lines[0].split(":", 2)[2])
             usage = int((directory / "memory.current").read_text())
+            inactive_key = "inactive_file"
             oom = next(
                 int(line.split()[1])
                 for line in (directory / "memory.events").read_text().splitlines()
                 if line.startswith("oom_kill ")
             )
         assert get(s, "spire_agent_cgroup_memory_usage_bytes") == pytest.approx(usage, abs=2**20)
+        stat = dict(line.split() for line in (directory / "memory.stat").read_text().splitlines())
+        working_set = usage - int(stat[inactive_key])
+        assert get(s, "spire_agent_cgroup_memory_working_set_bytes") == pytest.approx(working_set, abs=2**20)
         assert get(s, "spire_agent_cgroup_oom_kills_total") == oom
 
 

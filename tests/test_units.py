@@ -287,13 +287,15 @@ def test_buckets_end_at_the_largest_configured_deadline() -> None:
 
 def test_failed_probe_durations_and_attempt_times_are_exported() -> None:
     state = ProbeState()
-    state.register("fetch_x509_svid", (), 5.0)
+    state.register("fetch_x509_svid", (), 5.0, 15.0)
     state.record(ProbeResult("fetch_x509_svid", "OK", 0.004, finished_at=1000.0))
     state.record(ProbeResult("fetch_x509_svid", "DEADLINE_EXCEEDED", 5.0, finished_at=1010.0))
     s = render(state)
     rpc = (("rpc", "fetch_x509_svid"),)
     assert s[("spire_workload_api_probe_last_duration_seconds", rpc)] == 5.0
     assert s[("spire_exporter_probe_last_attempt_timestamp_seconds", rpc)] == 1010.0
+    # With the interval beside it, a rule can tell a stuck probe loop from a slow schedule.
+    assert s[("spire_workload_api_probe_interval_seconds", rpc)] == 15.0
     assert s[("spire_workload_api_last_success_timestamp_seconds", rpc)] == 1000.0
     assert s[("spire_workload_api_probe_duration_seconds_count", rpc)] == 1  # failures stay out
 

@@ -1,0 +1,146 @@
+"""The example Alertmanager configuration: amtool routes every shipped alert by its labels, and a
+real Alertmanager (Debian's package, on loopback) groups cluster-wide causes into one
+notification per cluster and keeps inhibited alerts from notifying."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+from conftest import ROOT, require
+from prom_stack import Alertmanager, Webhook, binaries
+from test_alerts_dashboards import shipped_alerts, tool
+
+CONFIG = ROOT / "alerts" / "alertmanager.example.yml"
+RECEIVER = {"critical": "pager", "warning": "ticket", "info": "blackhole"}
+
+
+def test_amtool_accepts_the_example_and_routes_every_shipped_alert_by_severity() -> None:
+    amtool = tool("amtool")
+    done = subprocess.run([amtool, "check-config", str(CONFIG)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for alert in shipped_alerts():
+        labels = {**alert["labels"], "alertname": alert["alert"], "node": "node-a", "cluster": "prod"}
+        expected = RECEIVER[labels["severity"]]
+        done = subprocess.run(
+            [amtool, "config", "routes", "test", f"--config.file={CONFIG}", f"--verify.receivers={expected}"]
+            + [f"{k}={v}" for k, v in labels.items()],
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == 0, (alert["alert"], done.stdout + done.stderr)
+
+
+def test_cluster_wide_causes_are_grouped_by_cluster_and_node_alerts_by_node() -> None:
+    route = yaml.safe_load(CONFIG.read_text())["route"]
+    (cluster_route,) = [r for r in route["routes"] if r["matchers"] == ['scope="cluster"']]
+    assert cluster_route["group_by"] == ["alertname", "cluster"]
+    assert route["group_by"] == ["alertname", "cluster", "node"]
+    scopes = {a["labels"]["scope"] for a in shipped_alerts()}
+    assert scopes == {"node", "cluster"}
+
+
+@pytest.fixture
+def alertmanager(tmp_path) -> Iterator[tuple[Alertmanager, Webhook]]:
+    if binaries()[1] is None:
+        require("prometheus-alertmanager (Debian package) is not installed")
+    webhook = Webhook()
+    am = Alertmanager(tmp_path, webhook)
+    try:
+        yield am, webhook
+    finally:
+        am.stop()
+        webhook.close()
+
+
+def alert(name: str, node: str, cluster: str = "prod") -> dict[str, Any]:
+    (rule,) = [a for a in shipped_alerts() if a["alert"] == name]
+    labels = {**rule["labels"], "alertname": name, "node": node, "cluster": cluster}
+    return {"labels": labels, "annotations": {"runbook_url": rule["annotations"]["runbook_url"]}}
+
+
+def settle(webhook: Webhook, seconds: float = 6) -> None:
+    """Waits until nothing new arrives for a few group intervals (1 s each here)."""
+    deadline = time.monotonic() + 60
+    seen, quiet_since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        if len(webhook.received) != seen:
+            seen, quiet_since = len(webhook.received), time.monotonic()
+        elif seen > 0 and time.monotonic() - quiet_since > seconds:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"notifications never settled: {webhook.received}")
+
+
+def test_a_server_outage_is_one_notification_per_cluster(alertmanager) -> None:
+    am, webhook = alertmanager
+    # Every node of two clusters loses its server; two nodes of prod also lose their agent.
+    am.post([alert("SpireAgentServerSyncFailing", f"node-{i}") for i in range(6)])
+    am.post([alert("SpireAgentServerSyncFailing", f"node-{i}", "staging") for i in range(3)])
+    am.post([alert("SpireAgentDown", "node-7"), alert("SpireAgentDown", "node-8")])
+    settle(webhook)
+    sync = [
+        (path, p)
+        for path, p in webhook.received
+        if p["groupLabels"]["alertname"] == "SpireAgentServerSyncFailing"
+    ]
+    by_cluster = {p["groupLabels"]["cluster"]: p for _, p in sync}
+    assert len(sync) == 2 and set(by_cluster) == {"prod", "staging"}, [p["groupLabels"] for _, p in sync]
+    assert {path for path, _ in sync} == {"/pager"}
+    assert len(by_cluster["prod"]["alerts"]) == 6 and len(by_cluster["staging"]["alerts"]) == 3
+    # Per-node causes stay one notification per node.
+    down = [p for _, p in webhook.received if p["groupLabels"]["alertname"] == "SpireAgentDown"]
+    assert sorted(p["groupLabels"]["node"] for p in down) == ["node-7", "node-8"]
+
+
+def test_inhibitions_page_once_for_the_cause(alertmanager) -> None:
+    am, webhook = alertmanager
+    am.post(
+        [
+            # node-a: no registration entry; the probe alerts and the expiring SVID follow from it.
+            alert("SpireHealthExporterNoRegistrationEntry", "node-a"),
+            alert("SpireAgentWorkloadAPIDeadlineExceeded", "node-a"),
+            alert("SpireSVIDExpiringSoon", "node-a"),
+            # node-b: a critical explains the node's warning.
+            alert("SpireAgentWorkloadAPIProbeFailing", "node-b"),
+            alert("SpireAgentNotServing", "node-b"),
+            # node-c: the node is down (kubernetes-mixin), which explains the agent being down.
+            {
+                "labels": {
+                    "alertname": "KubeNodeNotReady",
+                    "severity": "warning",
+                    "node": "node-c",
+                    "cluster": "prod",
+                }
+            },
+            alert("SpireAgentDown", "node-c"),
+            # node-d: a warning alone notifies.
+            alert("SpireAgentNotServing", "node-d"),
+        ]
+    )
+    settle(webhook)
+    notified = {
+        (a["labels"]["alertname"], a["labels"]["node"]) for _, p in webhook.received for a in p["alerts"]
+    }
+    assert notified == {
+        ("SpireHealthExporterNoRegistrationEntry", "node-a"),
+        ("SpireAgentWorkloadAPIProbeFailing", "node-b"),
+        ("KubeNodeNotReady", "node-c"),
+        ("SpireAgentNotServing", "node-d"),
+    }
+    inhibited = {
+        (a["labels"]["alertname"], a["labels"]["node"]) for a in am.alerts() if a["status"]["inhibitedBy"]
+    }
+    assert inhibited == {
+        ("SpireAgentWorkloadAPIDeadlineExceeded", "node-a"),
+        ("SpireSVIDExpiringSoon", "node-a"),
+        ("SpireAgentNotServing", "node-b"),
+        ("SpireAgentDown", "node-c"),
+    }
+    # The page carries the runbook's absolute URL.
+    (page,) = [a for _, p in webhook.received for a in p["alerts"] if a["labels"]["node"] == "node-b"]
+    assert page["annotations"]["runbook_url"].startswith("https://")
