@@ -5,15 +5,37 @@ Under CI=true a real component that can't be had fails the run instead of skippi
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
+import shutil
 import sys
+import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import pytest
 
+if TYPE_CHECKING:
+    from local_cluster import Cluster
+
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def load(path: Path) -> ModuleType:
+    """A script of the repository (alerts/generate.py, dashboards/generate.py) as a module."""
+    name = path.stem + "_under_test_" + path.parent.name
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -136,3 +158,45 @@ def settings(name: str, timeout: float = 2.0, interval: float = 5.0, audience: s
     from exporter.config import ProbeSettings
 
     return ProbeSettings(name, True, interval, timeout, audience)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    """A one-node cluster with SPIRE in it (scripts/local_cluster.py), for one test module."""
+    from local_cluster import Cluster, ClusterError
+
+    if os.getuid() != 0:
+        require("the cluster needs root")
+    for tool in ("containerd", "etcd", "podman", "runc", "iptables", "debootstrap"):
+        if shutil.which(tool) is None:
+            require(
+                f"{tool} is missing (apt-get install containerd etcd-server podman runc iptables debootstrap)"
+            )
+    if not os.environ.get("HELM_BIN") and shutil.which("helm") is None:
+        require("Helm is missing (scripts/test builds it; or set HELM_BIN)")
+    before = host_state()
+    local = Cluster(Path(tempfile.mkdtemp(prefix="she-cluster-")))
+    started = time.monotonic()
+    try:
+        local.up()
+    except (ClusterError, TimeoutError):
+        local.down()
+        raise
+    print(f"\ncluster up in {time.monotonic() - started:.0f} s")
+    local.before = before  # type: ignore[attr-defined]
+    yield local
+    local.down()
+
+
+def assert_down_leaves_nothing(cluster: Cluster) -> None:
+    """`down` stops every process of the cluster and leaves no mount, cgroup or network device."""
+    holder = cluster.holder_pid()
+    assert holder is not None
+    cluster.down()
+    assert not Path(f"/proc/{holder}").exists()
+    mounts, devices = host_state()
+    before_mounts, before_devices = cluster.before  # type: ignore[attr-defined]
+    assert mounts <= before_mounts, mounts - before_mounts
+    assert devices == before_devices, devices ^ before_devices
+    assert not list(Path("/sys/fs/cgroup").glob("*/kubepods"))
+    assert not cluster.dir.exists()

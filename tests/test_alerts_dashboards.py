@@ -9,8 +9,7 @@ import subprocess
 
 import pytest
 import yaml
-from conftest import ROOT, require
-from test_e2e_prometheus import load
+from conftest import ROOT, load, require
 
 generate_alerts = load(ROOT / "alerts" / "generate.py")
 generate_dashboards = load(ROOT / "dashboards" / "generate.py")
@@ -132,14 +131,75 @@ def test_dashboard_shape(name) -> None:
     panels = [p for p in d["panels"] if p["type"] != "row"]
     ids = [p["id"] for p in d["panels"]]
     assert len(ids) == len(set(ids))
+    base = generate_alerts.load_config(ROOT / "alerts" / "config.yml")["runbook_url"]
     for p in panels:
         assert p["description"] and p["fieldConfig"]["defaults"]["unit"], p["title"]
         assert p["datasource"]["uid"] == "${datasource}"
         for t in p["targets"]:
-            # SPIRE's own telemetry comes from the agent's scrape job, never the exporter's.
-            spire_own = "spire_agent_workload_api_" in t["expr"]
-            assert 'node=~"$node"' in t["expr"], (p["title"], t["expr"])
-            assert ('job=~"$job"' in t["expr"]) != spire_own, (p["title"], t["expr"])
+            expr = t["expr"]
+            # Each source by its own labels: the exporter's by cluster, job and node; SPIRE's own
+            # agent telemetry (its own scrape job) by cluster and node; the server's by cluster.
+            names = set(re.findall(r"\b(spire_[a-z0-9_]+|[a-z]+:spire_[a-z0-9_:]+)\b", expr))
+            for metric in names:
+                source = metric_source(metric)
+                wanted = {"exporter": SEL, "agent": AGENT_SEL, "server": 'cluster=~"$cluster"', "rule": None}[
+                    source
+                ]
+                if wanted:
+                    assert f"{metric}{{{wanted}" in expr, (p["title"], metric, expr)
+            if "{__name__=~" in expr:
+                assert 'cluster=~"$cluster"' in expr
         for link in p.get("links", []):
-            assert link["url"].removeprefix("docs/runbooks.md") in RUNBOOK_ANCHORS
+            url, _, anchor = link["url"].partition("#")
+            assert url == base and "#" + anchor in RUNBOOK_ANCHORS
     assert sum(1 for p in panels if p.get("links")) >= len(panels) - 3
+
+
+SEL = 'cluster=~"$cluster", job=~"$job", node=~"$node"'
+AGENT_SEL = 'cluster=~"$cluster", node=~"$node"'
+# The exporter's own series about the agent; every other spire_agent_ name is SPIRE's telemetry.
+EXPORTER_AGENT = (
+    "spire_agent_process_",
+    "spire_agent_cgroup_",
+    "spire_agent_socket_",
+    "spire_agent_grpc_",
+    "spire_agent_http_",
+)
+
+
+def metric_source(metric: str) -> str:
+    if ":" in metric:
+        return "rule"
+    if metric.startswith("spire_server_"):
+        return "server"
+    if metric.startswith("spire_agent_") and not metric.startswith(EXPORTER_AGENT):
+        return "agent"
+    return "exporter"
+
+
+def test_the_fleet_dashboard_scales_to_thousands_of_nodes() -> None:
+    """A summary of stat panels, top-k and bottom-k tables over the dashboard's range, and no
+    panel that draws one series per node."""
+    d = json.loads((ROOT / "dashboards" / "spire-health-fleet.json").read_text())
+    rows = [p["title"] for p in d["panels"] if p["type"] == "row"]
+    assert rows[0] == "Summary"
+    first_row = []
+    for p in d["panels"][1:]:
+        if p["type"] == "row":
+            break
+        first_row.append(p)
+    assert len(first_row) >= 5 and {p["type"] for p in first_row} == {"stat"}
+    tables = [p for p in d["panels"] if p["type"] == "table"]
+    assert len(tables) >= 6
+    for p in tables:
+        (t,) = p["targets"]
+        assert t["format"] == "table" and t["instant"], p["title"]
+        assert re.match(r"(topk|bottomk)\(10, ", t["expr"]), p["title"]
+    assert sum("$__range" in p["targets"][0]["expr"] for p in tables) >= 4
+    for p in d["panels"]:
+        if p["type"] != "timeseries":
+            continue
+        for t in p["targets"]:
+            grouped = re.findall(r"by \(([^)]*)\)", t["expr"])
+            assert not any("node" in g.split(", ") for g in grouped), (p["title"], t["expr"])
+            assert "{{node}}" not in t["legendFormat"], p["title"]

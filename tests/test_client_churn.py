@@ -20,11 +20,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import ROOT, require
+from conftest import ROOT, load, require
 from local_spire import LocalSpire, SpireUnavailable, wait_until
 from prom_stack import PromStack, Webhook, binaries
 from running import RunningExporter
-from test_e2e_prometheus import load
 
 from exporter import config
 

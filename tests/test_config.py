@@ -103,6 +103,10 @@ def test_precedence_flag_over_env_over_file(tmp_path: Path) -> None:
     assert c.get("web", "listen_address") == ":2222"
     c = config.load(str(path), environ={}, flags={"spiffe.endpoint-socket": "/flag.sock"})
     assert c.endpoint == "/flag.sock"
+    # The chart gives the agent's health URL through the environment, the node's IP filled in by
+    # Kubernetes; it is checked as a URL like any other source.
+    c = config.load(str(path), environ={"SPIRE_HEALTH_EXPORTER_AGENT_HEALTH_URL": "http://10.0.0.7:9982"})
+    assert c.get("agent", "health", "url") == "http://10.0.0.7:9982"
 
 
 def test_per_probe_interval_and_timeout_inherit() -> None:

@@ -28,7 +28,6 @@ RUNBOOKS = "https://github.com/spire-health-exporter/spire-health-exporter/blob/
 K8S_VERSION = "1.31.0"
 ALL_ON = {
     "podMonitor.enabled": "true",
-    "serviceMonitor.enabled": "true",
     "prometheusRule.enabled": "true",
     "dashboards.enabled": "true",
     "clusterSPIFFEID.enabled": "true",
@@ -36,6 +35,19 @@ ALL_ON = {
 VALUE_SETS = {
     "defaults": {},
     "everything": ALL_ON,
+    "service-monitor": {"serviceMonitor.enabled": "true", "prometheusRule.enabled": "true"},
+    "secured": {
+        "podMonitor.enabled": "true",
+        "podMonitor.scheme": "https",
+        "podMonitor.tlsConfig.insecureSkipVerify": "true",
+        "webConfig.secretName": "exporter-web",
+        "image.registry": "ghcr.io",
+        "image.digest": "sha256:" + "ab" * 32,
+        "updateStrategy.rollingUpdate.maxUnavailable": "10%",
+        "agentHealth.url": "http://$(HOST_IP):9982",
+        "tolerations[0].key": "node-role.kubernetes.io/control-plane",
+        "tolerations[0].operator": "Exists",
+    },
     "csi-no-process": {"agentSocket.mode": "csi", "agentProcess.enabled": "false"},
     "process-without-cgroup": {"agentCgroup.enabled": "false", "agentHealth.url": "http://127.0.0.1:9982"},
     "tuned": {
@@ -56,10 +68,22 @@ def helm() -> str:
     return path
 
 
-def render(values: dict[str, str]) -> list[dict]:
-    args = [helm(), "template", "she", str(CHART), "--namespace", "spire-system"]
+def render(values: dict[str, str | float]) -> list[dict]:
+    """The chart rendered with `values`: strings through --set, numbers through --set-json
+    (--set keeps a float a string, which the schema rightly rejects)."""
+    # The Kubernetes version the offline schemas are for; helm template assumes an old one.
+    args = [
+        helm(),
+        "template",
+        "she",
+        str(CHART),
+        "--namespace",
+        "spire-system",
+        "--kube-version",
+        K8S_VERSION,
+    ]
     for key, value in values.items():
-        args += ["--set", f"{key}={value}"]
+        args += ["--set", f"{key}={value}"] if isinstance(value, str) else ["--set-json", f"{key}={value}"]
     done = subprocess.run(args, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     return [d for d in yaml.safe_load_all(done.stdout) if d]
@@ -76,7 +100,7 @@ def daemonset(docs: list[dict]) -> dict:
 
 @pytest.mark.parametrize("name", VALUE_SETS)
 def test_chart_lints_strictly(name) -> None:
-    args = [helm(), "lint", "--strict", str(CHART)]
+    args = [helm(), "lint", "--strict", str(CHART), "--kube-version", K8S_VERSION]
     for key, value in VALUE_SETS[name].items():
         args += ["--set", f"{key}={value}"]
     done = subprocess.run(args, capture_output=True, text=True, timeout=60)
@@ -137,23 +161,124 @@ def test_least_privilege_security_context_and_health_probes() -> None:
     assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
     assert sc["capabilities"] == {"drop": ["ALL"]}
     for probe in ("livenessProbe", "readinessProbe"):
-        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "metrics", "scheme": "HTTP"}
     assert container["resources"]["limits"]["memory"] and container["resources"]["requests"]["cpu"]
-    assert {"operator": "Exists"} in pod["tolerations"]
+    # Like the hardened chart's agent: no tolerations unless given (the agent's own, then).
+    assert "tolerations" not in pod
 
 
 def test_monitors_relabel_the_node_name() -> None:
-    docs = render(ALL_ON)
-    (pm,) = of_kind(docs, "PodMonitor")
+    (pm,) = of_kind(render(ALL_ON), "PodMonitor")
+    docs = render(VALUE_SETS["service-monitor"])
     (sm,) = of_kind(docs, "ServiceMonitor")
-    for relabelings in (
-        pm["spec"]["podMetricsEndpoints"][0]["relabelings"],
-        sm["spec"]["endpoints"][0]["relabelings"],
-    ):
-        assert {"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node"} in relabelings
+    for endpoint in (pm["spec"]["podMetricsEndpoints"][0], sm["spec"]["endpoints"][0]):
+        assert endpoint["relabelings"][0] == {
+            "sourceLabels": ["__meta_kubernetes_pod_node_name"],
+            "targetLabel": "node",
+        }
+        assert endpoint["scrapeTimeout"] == "10s" and endpoint["scheme"] == "http"
     (svc,) = of_kind(docs, "Service")
     assert svc["spec"]["clusterIP"] == "None"
     assert not of_kind(render({}), "PodMonitor") and not of_kind(render({}), "PrometheusRule")
+
+
+def test_one_monitor_at_a_time() -> None:
+    args = [
+        helm(),
+        "template",
+        "she",
+        str(CHART),
+        "--kube-version",
+        K8S_VERSION,
+        "--set",
+        "podMonitor.enabled=true",
+    ]
+    done = subprocess.run([*args, "--set", "serviceMonitor.enabled=true"], capture_output=True, text=True)
+    assert done.returncode != 0 and "enable one of podMonitor and serviceMonitor" in done.stderr
+
+
+def test_secured_endpoint_image_rollout_and_agent_health_wiring() -> None:
+    docs = render(VALUE_SETS["secured"])
+    ds = daemonset(docs)
+    pod = ds["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == "ghcr.io/spire-health-exporter:0.1.0@sha256:" + "ab" * 32
+    assert ds["spec"]["updateStrategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": "10%"},
+    }
+    assert pod["tolerations"] == [{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists"}]
+    # The web config comes from the Secret, and the kubelet checks /healthz over HTTPS.
+    assert "--web.config.file=/etc/spire-health-exporter/web/web-config.yml" in container["args"]
+    assert {"name": "web-config", "secret": {"secretName": "exporter-web"}} in pod["volumes"]
+    assert container["livenessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    (pm,) = of_kind(docs, "PodMonitor")
+    endpoint = pm["spec"]["podMetricsEndpoints"][0]
+    assert endpoint["scheme"] == "https" and endpoint["tlsConfig"] == {"insecureSkipVerify": True}
+    # The agent's health port on the node's IP: Kubernetes fills $(HOST_IP) from the downward API.
+    env = {e["name"]: e for e in container["env"]}
+    assert env["HOST_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.hostIP"}}
+    assert env["SPIRE_HEALTH_EXPORTER_AGENT_HEALTH_URL"]["value"] == "http://$(HOST_IP):9982"
+    cfg = exporter_config.build(
+        yaml.safe_load(of_kind(docs, "ConfigMap")[0]["data"]["config.yml"]),
+        environ={"SPIRE_HEALTH_EXPORTER_AGENT_HEALTH_URL": "http://10.0.0.7:9982"},
+    )
+    assert cfg.get("agent", "health", "url") == "http://10.0.0.7:9982"
+    # With basic auth the kubelet can't authenticate, so it checks the port.
+    basic = daemonset(render({**VALUE_SETS["secured"], "webConfig.basicAuth": "true"}))
+    probe = basic["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]
+    assert probe["tcpSocket"] == {"port": "metrics"} and "httpGet" not in probe
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("service.port=abc", "at '/service/port': got string, want integer"),
+        ("podMonitor.scheme=ftp", "at '/podMonitor/scheme'"),
+        (
+            "prometheusRule.alerts.SpireAgentDown.for=5",
+            "at '/prometheusRule/alerts/SpireAgentDown/for': got number",
+        ),
+        ("probes.interval=fast", "at '/probes/interval'"),
+        ("imagePullPolicy=Always", "additional properties 'imagePullPolicy' not allowed"),
+    ],
+)
+def test_the_schema_rejects_a_wrong_value_with_its_path(setting: str, message: str) -> None:
+    done = subprocess.run(
+        [helm(), "lint", "--strict", str(CHART), "--kube-version", K8S_VERSION, "--set", setting],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0 and message in done.stdout + done.stderr, done.stdout + done.stderr
+
+
+def test_the_schema_describes_every_value() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+
+    def walk(values: dict, node: dict, path: str) -> None:
+        for key, value in values.items():
+            props = node.get("properties", {})
+            assert key in props or isinstance(node.get("additionalProperties"), dict), f"{path}{key}"
+            child = props.get(key) or node["additionalProperties"]
+            if isinstance(value, dict) and value and "properties" in child:
+                walk(value, child, f"{path}{key}.")
+
+    walk(yaml.safe_load((CHART / "values.yaml").read_text()), schema, "")
+
+
+def test_chart_readme_is_generated_from_the_values() -> None:
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "chart_readme.py"), "--check"])
+    assert done.returncode == 0, (
+        "deploy/helm/spire-health-exporter/README.md is stale: run scripts/chart_readme.py"
+    )
+    readme = (CHART / "README.md").read_text()
+    for key in (
+        "`agentHealth.url`",
+        "`prometheusRule.alerts.SpireAgentDown`",
+        "`updateStrategy.rollingUpdate.maxUnavailable`",
+    ):
+        assert key in readme
 
 
 @pytest.mark.parametrize("monitor", ["PodMonitor", "ServiceMonitor"])
@@ -164,10 +289,11 @@ def test_the_rules_select_the_job_each_monitor_gives(
     """prometheus-operator takes the job from the pod's (PodMonitor) or Service's (ServiceMonitor)
     label that jobLabel names; the rendered rules must select exactly that, and page on series
     carrying exactly the labels such a target has."""
-    docs = render({**ALL_ON, **({"nameOverride": name_override} if name_override else {})})
+    enabled = {"podMonitor.enabled": "false", f"{monitor[0].lower()}{monitor[1:]}.enabled": "true"}
+    docs = render({**ALL_ON, **enabled, **({"nameOverride": name_override} if name_override else {})})
     (mon,) = of_kind(docs, monitor)
-    (svc,) = of_kind(docs, "Service")
-    labelled = daemonset(docs)["spec"]["template"]["metadata"] if monitor == "PodMonitor" else svc["metadata"]
+    svc = of_kind(docs, "Service")[0] if monitor == "ServiceMonitor" else None
+    labelled = daemonset(docs)["spec"]["template"]["metadata"] if svc is None else svc["metadata"]
     job = labelled["labels"][mon["spec"]["jobLabel"]]
     assert job == (name_override or "spire-health-exporter")
     (rule,) = of_kind(docs, "PrometheusRule")
@@ -179,7 +305,7 @@ def test_the_rules_select_the_job_each_monitor_gives(
     # The labels prometheus-operator gives a target of this monitor, and the chart's node relabeling.
     target = {"job": job, "namespace": "spire-system", "pod": "she-x7k2p", "container": "exporter",
               "endpoint": "metrics", "instance": "10.244.1.7:9989", "node": "node-a"}  # fmt: skip
-    if monitor == "ServiceMonitor":
+    if svc is not None:
         target["service"] = svc["metadata"]["name"]
     labels = ",".join(f'{k}="{v}"' for k, v in target.items())
     timed_out = 'rpc="fetch_x509_svid",code="DEADLINE_EXCEEDED"'
@@ -273,7 +399,7 @@ def test_chart_values_drive_the_rules(tmp_path: Path) -> None:
             "prometheusRule.additionalRuleLabels.team": "identity",
             "prometheusRule.runbookURL": "https://wiki.example.com/spire",
             "prometheusRule.alerts.SpireAgentRestarting.enabled": "false",
-            "prometheusRule.alerts.SpireAgentMemoryNearLimit.fraction": "0.75",
+            "prometheusRule.alerts.SpireAgentMemoryNearLimit.fraction": 0.75,
             "prometheusRule.alerts.SpireAgentMemoryNearLimit.for": "42m",
             "prometheusRule.alerts.SpireAgentWorkloadAPIErrorRatioHigh.window": "30m",
         }
@@ -318,6 +444,8 @@ def test_prometheus_rule_and_dashboards_equal_the_generated_ones() -> None:
 def test_cluster_spiffe_id_selects_the_exporter_pods() -> None:
     docs = render(ALL_ON)
     (cs,) = of_kind(docs, "ClusterSPIFFEID")
+    # The class the hardened chart's controller manager watches for its documented install.
+    assert cs["spec"]["className"] == "spire-server-spire"
     assert cs["spec"]["spiffeIDTemplate"] == (
         "spiffe://{{ .TrustDomain }}/ns/{{ .PodMeta.Namespace }}/sa/{{ .PodSpec.ServiceAccountName }}"
     )

@@ -5,30 +5,19 @@ Also evaluates every dashboard query through Prometheus' HTTP API with its varia
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, require
+from conftest import ROOT, load, require
 from prom_stack import PromStack, Webhook, binaries, get_json
 from running import RunningExporter, fast_config
+from test_alerts_dashboards import metric_source
 
 pytestmark = [pytest.mark.spire, pytest.mark.prometheus]
 LABELS = {"node": "test-node", "cluster": "test"}
-
-
-def load(path: Path):
-    name = path.stem + "_under_test"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture
@@ -52,22 +41,40 @@ def stack(healthy_spire, tmp_path):
         },
     )
     webhook = Webhook()
-    with RunningExporter(cfg) as running:
-        # SPIRE's own telemetry, in its own job, as the dashboards' and rules' agent_selector expects.
-        jobs = {"spire-agent": f"127.0.0.1:{spire.telemetry_port}"}
-        prom = PromStack(tmp_path, running.url.removeprefix("http://"), rules, webhook, LABELS, jobs)
-        try:
-            yield spire, running, prom, webhook
-        finally:
-            prom.stop()
-            webhook.close()
+    # A second identity for the exporter with a 1-minute X.509 TTL, so that the agent renews an
+    # SVID during the test and reports it in its expiring-SVIDs telemetry. Renewed at half its
+    # lifetime, plus up to one 5 s sync, it stays clear of the rotation alert's 40 %.
+    short_lived = spire.create_entry(spiffe_id=f"spiffe://{spire.trust_domain}/short-lived", x509_ttl=60)
+    try:
+        with RunningExporter(cfg) as running:
+            # SPIRE's own telemetry, each in its own job, as the rules' selectors expect.
+            jobs = {
+                "spire-agent": f"127.0.0.1:{spire.telemetry_port}",
+                "spire-server": f"127.0.0.1:{spire.server_telemetry_port}",
+            }
+            prom = PromStack(tmp_path, running.url.removeprefix("http://"), rules, webhook, LABELS, jobs)
+            try:
+                yield spire, running, prom, webhook
+            finally:
+                prom.stop()
+                webhook.close()
+    finally:
+        spire.delete_entry(short_lived)
 
 
 def fill(expr: str, node: str) -> str:
     return (
         expr.replace("$cluster", ".*").replace("$job", "spire-health-exporter").replace("$node", node)
-        .replace("$__rate_interval", "1m")
+        .replace("$__rate_interval", "1m").replace("$__range", "5m")
     )  # fmt: skip
+
+
+def inhibited(prom: PromStack, alertname: str) -> bool:
+    """Alertmanager has the alert and holds it back under another."""
+    return any(
+        a["labels"]["alertname"] == alertname and a["status"]["inhibitedBy"]
+        for a in prom.alertmanager.alerts()
+    )
 
 
 def wait_for_data(prom: PromStack) -> None:
@@ -87,38 +94,6 @@ def test_dashboards_rules_and_alert_delivery(stack) -> None:
     wait_for_data(prom)
     time.sleep(5)  # a few scrapes, so rate() over every series has two samples
 
-    # Every query of every panel, and every variable, returns data.
-    for name in ("spire-health-fleet.json", "spire-health-node.json"):
-        dashboard = json.loads((ROOT / "dashboards" / name).read_text())
-        node = "test-node" if "node" in name else ".*"
-        queries = [(p["title"], t["expr"]) for p in dashboard["panels"] for t in p.get("targets", [])]
-        assert len(queries) >= 15
-        for title, expr in queries:
-            answer = prom.query(fill(expr, node))
-            assert answer["status"] == "success", (name, title)
-            assert answer["data"]["result"], (
-                f"{name}: panel {title!r} returned no data for {fill(expr, node)}"
-            )
-        for variable in dashboard["templating"]["list"][1:]:
-            label = variable["name"]
-            match = re.match(r"label_values\((.*), (\w+)\)$", variable["definition"])
-            assert match and match.group(2) == label
-            series = prom.query(fill(match.group(1), node))["data"]["result"]
-            assert {s["metric"].get(label) for s in series} >= {LABELS.get(label, "spire-health-exporter")}
-        for annotation in dashboard["annotations"]["list"]:
-            assert prom.query(fill(annotation["expr"], node))["status"] == "success"
-
-    # Every name of SPIRE's own telemetry that a rule or dashboard uses is one the real agent emits.
-    shipped_text = (ROOT / "alerts" / "spire-health-exporter.rules.yml").read_text() + "".join(
-        (ROOT / "dashboards" / n).read_text() for n in ("spire-health-fleet.json", "spire-health-node.json")
-    )
-    spire_names = set(re.findall(r"spire_agent_workload_api_\w+", shipped_text))
-    assert spire_names
-    for metric in sorted(spire_names):
-        assert prom.query(f'count({metric}{{job="spire-agent"}})')["data"]["result"], (
-            f"SPIRE emits no {metric}"
-        )
-
     # Every shipped rule loaded and evaluates without error.
     groups = get_json(prom.url + "/api/v1/rules")["data"]["groups"]
     rules = [r for g in groups for r in g["rules"]]
@@ -128,15 +103,16 @@ def test_dashboards_rules_and_alert_delivery(stack) -> None:
     assert not [r["name"] for r in rules if r["type"] == "alerting" and r["state"] != "inactive"]
 
     # Pausing the agent fires the probe-failure, deadline and not-serving alerts; Alertmanager
-    # routes the critical ones to the pager receiver with their labels and annotations.
+    # routes the critical ones to the pager receiver with their labels and annotations, and holds
+    # back the not-serving warning under the criticals of the same node (the shipped inhibition).
     spire.pause_agent()
     try:
-        # ProbeFailing needs a minute of attempts with none OK, then its (shortened) for:.
-        deadline = time.monotonic() + 120
+        # ProbeFailing needs two minutes of attempts with none OK, then its (shortened) for:.
+        deadline = time.monotonic() + 200
         while not (
             webhook.alerts("firing", "SpireAgentWorkloadAPIProbeFailing")
             and webhook.alerts("firing", "SpireAgentWorkloadAPIDeadlineExceeded")
-            and webhook.alerts("firing", "SpireAgentNotServing")
+            and inhibited(prom, "SpireAgentNotServing")
         ):
             assert time.monotonic() < deadline, f"alerts never delivered: {webhook.received}"
             time.sleep(0.5)
@@ -152,10 +128,12 @@ def test_dashboards_rules_and_alert_delivery(stack) -> None:
     notes = alert["annotations"]
     assert notes["summary"] == "SPIRE agent Workload API probe failing"
     assert re.match(
-        rf"^The {labels['rpc']} probe on node test-node made \d+ attempts in the last 1m and none succeeded",
+        rf"^The {labels['rpc']} probe on node test-node made \d+ attempts in the last 2m and none succeeded",
         notes["description"],
     )
-    assert notes["runbook_url"] == "docs/runbooks.md#spireagentworkloadapiprobefailing"
+    assert notes["runbook_url"].startswith("https://") and notes["runbook_url"].endswith(
+        "/docs/runbooks.md#spireagentworkloadapiprobefailing"
+    )
     path, alert = webhook.alerts("firing", "SpireAgentWorkloadAPIDeadlineExceeded")[0]
     assert path == "/pager" and alert["labels"]["severity"] == "critical"
     assert re.match(
@@ -163,9 +141,9 @@ def test_dashboards_rules_and_alert_delivery(stack) -> None:
         alert["annotations"]["description"],
     )
 
-    # A warning goes to the ticket receiver; the process still runs, so nothing inhibits the above.
-    path, alert = webhook.alerts("firing", "SpireAgentNotServing")[0]
-    assert path == "/ticket" and alert["labels"]["severity"] == "warning"
+    # The warning reached Alertmanager but not a receiver; the process still runs, so nothing
+    # inhibits the criticals above.
+    assert not webhook.alerts("firing", "SpireAgentNotServing")
     assert not webhook.alerts("firing", "SpireAgentDown")
 
     # Resuming the agent resolves the probe-failure alert.
@@ -174,3 +152,50 @@ def test_dashboards_rules_and_alert_delivery(stack) -> None:
         assert time.monotonic() < deadline, "the probe-failure alert never resolved"
         time.sleep(0.5)
     assert webhook.alerts("resolved", "SpireAgentWorkloadAPIProbeFailing")[0][0] == "/pager"
+
+    # SPIRE reports SVIDs due for renewal only when a sync finds one: wait for the first.
+    deadline = time.monotonic() + 120
+    while not prom.query('count(spire_agent_cache_manager_expiring_svids_sum{job="spire-agent"})')["data"][
+        "result"
+    ]:
+        assert time.monotonic() < deadline, "the agent never reported an SVID due for renewal"
+        time.sleep(1)
+    time.sleep(2)  # and one more scrape, so rate() has two samples
+
+    # Every query of every panel, and every variable, returns data.
+    for name in ("spire-health-fleet.json", "spire-health-node.json"):
+        dashboard = json.loads((ROOT / "dashboards" / name).read_text())
+        node = "test-node" if "node" in name else ".*"
+        queries = [(p["title"], t["expr"]) for p in dashboard["panels"] for t in p.get("targets", [])]
+        assert len(queries) >= 15
+        for title, expr in queries:
+            answer = prom.query(fill(expr, node))
+            assert answer["status"] == "success", (name, title)
+            assert answer["data"]["result"], (
+                f"{name}: panel {title!r} returned no data for {fill(expr, node)}"
+            )
+        for variable in dashboard["templating"]["list"][1:]:
+            label = variable["name"]
+            match = re.match(r"label_values\((.*), (\w+)\)$", variable["query"])
+            assert match and match.group(2) == label
+            series = prom.query(fill(match.group(1), node))["data"]["result"]
+            assert {s["metric"].get(label) for s in series} >= {LABELS.get(label, "spire-health-exporter")}
+        for annotation in dashboard["annotations"]["list"]:
+            assert prom.query(fill(annotation["expr"], node))["status"] == "success"
+
+    # Every name of SPIRE's own telemetry that a rule or dashboard uses is one the real agent or
+    # server emits, under the job the rules select.
+    shipped_text = (ROOT / "alerts" / "spire-health-exporter.rules.yml").read_text() + "".join(
+        (ROOT / "dashboards" / n).read_text() for n in ("spire-health-fleet.json", "spire-health-node.json")
+    )
+    spire_names = {
+        m
+        for m in re.findall(r"\bspire_(?:agent|server)_\w+", shipped_text)
+        if metric_source(m) != "exporter" and not m.endswith("_")
+    }
+    assert {metric_source(m) for m in spire_names} == {"agent", "server"}
+    for metric in sorted(spire_names):
+        job = "spire-" + metric_source(metric)
+        assert prom.query(f'count({{__name__=~"{metric}", job="{job}"}})')["data"]["result"], (
+            f"SPIRE emits no {metric}"
+        )

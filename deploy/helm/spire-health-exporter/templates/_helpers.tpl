@@ -45,9 +45,58 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
     "proc_root" "/proc"
     "process" (dict "enabled" .Values.agentProcess.enabled "name" .Values.agentProcess.name "cmdline_pattern" .Values.agentProcess.cmdlinePattern)
     "cgroup" (dict "enabled" (eq (include "she.cgroupEnabled" .) "true") "root" "/host/sys/fs/cgroup")
-    "health" (dict "url" .Values.agentHealth.url))
+    "health" (dict "url" ""))
   "web" (dict "listen_address" (printf ":%v" .Values.service.port))
   "log" (dict "level" .Values.logLevel "format" .Values.logFormat)
 -}}
 {{- mergeOverwrite $c (deepCopy .Values.config) | toYaml }}
+{{- end }}
+
+{{- define "she.image" -}}
+{{- $repository := .Values.image.repository }}
+{{- with .Values.image.registry }}{{ $repository = printf "%s/%s" . $repository }}{{ end }}
+{{- $ref := printf "%s:%s" $repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- with .Values.image.digest }}{{ $ref = printf "%s@%s" $ref . }}{{ end }}
+{{- $ref }}
+{{- end }}
+
+{{/* /healthz over the scheme the web config serves; only the port when the kubelet could not
+authenticate (basic auth). */}}
+{{- define "she.healthCheck" -}}
+{{- if .Values.webConfig.basicAuth }}
+tcpSocket:
+  port: metrics
+{{- else }}
+httpGet:
+  path: /healthz
+  port: metrics
+  scheme: {{ (.Values.podMonitor.enabled | ternary .Values.podMonitor.scheme .Values.serviceMonitor.scheme) | upper }}
+{{- end }}
+{{- end }}
+
+{{/* The parts both monitors share: scheme, timeouts, auth, the node relabeling and the user's. */}}
+{{- define "she.monitorEndpoint" -}}
+port: metrics
+interval: {{ .interval }}
+scrapeTimeout: {{ .scrapeTimeout }}
+scheme: {{ .scheme }}
+{{- with .tlsConfig }}
+tlsConfig:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .basicAuth }}
+basicAuth:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+relabelings:
+  # Dashboards and alerts name the node by this label.
+  - sourceLabels: [__meta_kubernetes_pod_node_name]
+    targetLabel: node
+  {{- with .relabelings }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- with .metricRelabelings }}
+metricRelabelings:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end }}

@@ -1,0 +1,765 @@
+"""The dashboards' panels, as grafana-foundation-sdk builders, and the queries behind them.
+
+Selectors: the exporter's series carry cluster, job and node (SEL); SPIRE's own agent telemetry
+comes from its own scrape job, so it is selected by cluster and node only (AGENT_SEL); the
+server's by cluster (SERVER_SEL). The recording rules of alerts/ carry cluster and node.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from grafana_foundation_sdk.builders import bargauge, stat, table, timeseries
+from grafana_foundation_sdk.builders import common as cb
+from grafana_foundation_sdk.builders import dashboard as db
+from grafana_foundation_sdk.builders import prometheus as prom
+from grafana_foundation_sdk.models import common as cm
+from grafana_foundation_sdk.models import dashboard as dm
+from grafana_foundation_sdk.models import prometheus as pm
+
+ALERTS = yaml.safe_load((Path(__file__).resolve().parent.parent / "alerts" / "config.yml").read_text())
+RUNBOOKS: str = ALERTS["runbook_url"]
+OBJECTIVE: float = ALERTS["slo_objective"]
+DS = dm.DataSourceRef(type_val="prometheus", uid="${datasource}")
+SEL = 'cluster=~"$cluster", job=~"$job", node=~"$node"'
+AGENT_SEL = 'cluster=~"$cluster", node=~"$node"'
+SERVER_SEL = 'cluster=~"$cluster"'
+RULE_SEL = 'cluster=~"$cluster", node=~"$node"'
+CACHED = 'rpc!="fetch_jwt_svid_roundtrip"'
+OK = ', code="OK"'
+PROBES = "spire_workload_api_probes_total"
+BUCKETS = "spire_workload_api_probe_duration_seconds_bucket"
+
+Panel = timeseries.Panel | stat.Panel | table.Panel | bargauge.Panel
+Rows = list[tuple[str, list[Panel]]]
+Thresholds = list[tuple[str, float | None]]
+
+
+def panel(
+    kind: type[Panel],
+    title: str,
+    queries: list[tuple[str, str]],
+    unit: str,
+    description: str,
+    runbook: str | None = None,
+    w: int = 12,
+    h: int = 8,
+    thresholds: Thresholds | None = None,
+) -> Any:
+    """One panel: queries as (expr, legend); stat, table and bar gauge panels ask for one instant
+    value, tables as a table."""
+    instant = kind is not timeseries.Panel
+    builder: Any = (
+        kind()
+        .title(title)
+        .description(description)
+        .datasource(DS)
+        .unit(unit)
+        .span(w)
+        .height(h)
+        .thresholds(
+            db.ThresholdsConfig()
+            .mode(dm.ThresholdsMode.ABSOLUTE)
+            .steps([dm.Threshold(value=v, color=c) for c, v in (thresholds or [("green", None)])])
+        )
+    )
+    for i, (expr, legend) in enumerate(queries):
+        query = prom.Dataquery().expr(expr).legend_format(legend).ref_id(chr(ord("A") + i))
+        if kind is table.Panel:
+            query = query.format(pm.PromQueryFormat.TABLE)
+        builder = builder.with_target(query.instant() if instant else query.range())
+    if runbook:
+        builder = builder.links(
+            [
+                db.DashboardLink("Runbook")
+                .type(dm.DashboardLinkType.LINK)
+                .url(f"{RUNBOOKS}#{runbook.lower()}")
+                .target_blank(True)
+            ]
+        )
+    if kind is timeseries.Panel:
+        builder = builder.legend(
+            cb.VizLegendOptions()
+            .display_mode(cm.LegendDisplayMode.TABLE)
+            .placement(cm.LegendPlacement.BOTTOM)
+            .show_legend(True)
+            .calcs(["lastNotNull", "max"])
+        )
+    elif kind is table.Panel:
+        builder = builder.transformations(
+            [dm.DataTransformerConfig(id_val="organize", options={"excludeByName": {"Time": True}})]
+        ).sort_by([cb.TableSortByFieldState().display_name("Value").desc(True)])
+    elif kind is stat.Panel:
+        builder = builder.reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"])).color_mode(
+            cm.BigValueColorMode.BACKGROUND
+        )
+    elif kind is bargauge.Panel:
+        builder = (
+            builder.orientation(cm.VizOrientation.HORIZONTAL)
+            .display_mode(cm.BarGaugeDisplayMode.GRADIENT)
+            .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]))
+        )
+    return builder
+
+
+def rate(metric: str, sel: str, window: str = "$__rate_interval") -> str:
+    return f"rate({metric}{{{sel}}}[{window}])"
+
+
+def success_ratio(by: str, window: str = "$__rate_interval", fn: str = "rate") -> str:
+    ok = f"{fn}({PROBES}{{{SEL}, {CACHED}{OK}}}[{window}])"
+    every = f"{fn}({PROBES}{{{SEL}, {CACHED}}}[{window}])"
+    return f"sum by ({by}) ({ok}) / sum by ({by}) ({every})"
+
+
+def quantile(q: float, by: str, window: str = "$__rate_interval") -> str:
+    return f"histogram_quantile({q}, sum by (le, {by}) ({rate(BUCKETS, SEL + ', ' + CACHED, window)}))"
+
+
+def svid_lifetime_left(by: str) -> str:
+    expiry = f'spire_svid_expiry_timestamp_seconds{{{SEL}, kind="x509"}}'
+    issued = f'spire_svid_issued_timestamp_seconds{{{SEL}, kind="x509"}}'
+    return f"min by ({by}) (({expiry} - time()) / ({expiry} - {issued}))"
+
+
+def memory_share(by: str) -> str:
+    return (
+        f"max by ({by}) (spire_agent_cgroup_memory_working_set_bytes{{{SEL}}} "
+        f"/ spire_agent_cgroup_memory_limit_bytes{{{SEL}}})"
+    )
+
+
+LIFETIME_STEPS: Thresholds = [("red", None), ("orange", 0.4), ("green", 0.45)]
+FAILING_STEPS: Thresholds = [("green", None), ("red", 1)]
+
+
+# -- the fleet ---------------------------------------------------------------------------------
+
+
+def fleet_rows() -> Rows:
+    summary = [
+        panel(
+            stat.Panel,
+            "Nodes watched",
+            [(f"count(count by (cluster, node) (spire_exporter_build_info{{{SEL}}}))", "")],
+            "short",
+            "Nodes with a spire-health-exporter target in the selection.",
+            "SpireHealthExporterMissingOnNode",
+            w=4,
+            h=4,
+        ),
+        panel(
+            stat.Panel,
+            "Nodes failing",
+            [
+                (
+                    f"count(count by (cluster, node) (spire_workload_api_probe_success{{{SEL}, {CACHED}}} == 0)) or vector(0)",
+                    "",
+                )
+            ],
+            "short",
+            "Nodes where the latest probe of at least one Workload API call failed.",
+            "SpireAgentWorkloadAPIProbeFailing",
+            w=4,
+            h=4,
+            thresholds=FAILING_STEPS,
+        ),
+        panel(
+            stat.Panel,
+            "Agents down",
+            [(f"count(spire_agent_process_up{{{SEL}}} == 0) or vector(0)", "")],
+            "short",
+            "Nodes where no spire-agent process runs.",
+            "SpireAgentDown",
+            w=4,
+            h=4,
+            thresholds=FAILING_STEPS,
+        ),
+        panel(
+            stat.Panel,
+            "Lowest SVID lifetime left",
+            [(svid_lifetime_left("cluster").replace("min by (cluster)", "min"), "")],
+            "percentunit",
+            "The smallest share of its lifetime any node's X.509-SVID still has. The agent renews at about "
+            "half; below 40 % rotation is stuck somewhere.",
+            "SpireX509SVIDNotRotated",
+            w=4,
+            h=4,
+            thresholds=LIFETIME_STEPS,
+        ),
+        panel(
+            stat.Panel,
+            "Earliest CA expiry",
+            [(f"min(spire_trust_bundle_latest_expiry_timestamp_seconds{{{SEL}}}) - time()", "")],
+            "s",
+            "Time until the newest CA of the trust bundle expires, on the node that sees the earliest one. "
+            "With a healthy rotation it never drops below half the CA's lifetime.",
+            "SpireTrustBundleCAExpiringSoon",
+            w=4,
+            h=4,
+            thresholds=[("red", None), ("orange", 6 * 3600), ("green", 12 * 3600)],
+        ),
+        panel(
+            stat.Panel,
+            "SLO budget left (30 days)",
+            [
+                (
+                    f"min(1 - avg_over_time(cluster:spire_workload_api_probe_errors:ratio_rate1h{{{SERVER_SEL}}}[30d]) "
+                    f"/ (1 - {OBJECTIVE}))",
+                    "",
+                )
+            ],
+            "percentunit",
+            f"Share of the 30-day error budget of the {OBJECTIVE} objective left, in the worst cluster: one "
+            "minus the average hourly failed share of cached probes over the budget. Below 0: spent.",
+            "SpireWorkloadAPIErrorBudgetBurnSlow",
+            w=4,
+            h=4,
+            thresholds=[("red", None), ("orange", 0), ("green", 0.25)],
+        ),
+    ]
+    worst = [
+        panel(
+            table.Panel,
+            "Lowest success ratio",
+            [(f"bottomk(10, {success_ratio('cluster, node', '$__range', 'increase')})", "")],
+            "percentunit",
+            "The ten nodes whose cached Workload API probes succeeded least over the dashboard's range.",
+            "SpireAgentWorkloadAPIErrorRatioHigh",
+            w=8,
+        ),
+        panel(
+            table.Panel,
+            "Most deadlines exceeded",
+            [
+                (
+                    f'topk(10, sum by (cluster, node) (increase({PROBES}{{{SEL}, {CACHED}, code="DEADLINE_EXCEEDED"}}'
+                    "[$__range])))",
+                    "",
+                )
+            ],
+            "short",
+            "The ten nodes with the most probes that ran into their deadline (context deadline exceeded) over the range.",
+            "SpireAgentWorkloadAPIDeadlineExceeded",
+            w=8,
+        ),
+        panel(
+            table.Panel,
+            "Slowest p99",
+            [(f"topk(10, {quantile(0.99, 'cluster, node', '$__range')})", "")],
+            "s",
+            "The ten nodes with the slowest successful Workload API answers over the range.",
+            "SpireAgentWorkloadAPILatencyHigh",
+            w=8,
+        ),
+        panel(
+            table.Panel,
+            "Highest memory against the limit",
+            [(f"topk(10, {memory_share('cluster, node')})", "")],
+            "percentunit",
+            "The ten agents whose working set is closest to their cgroup's memory limit now.",
+            "SpireAgentMemoryNearLimit",
+            w=8,
+        ),
+        panel(
+            table.Panel,
+            "Least SVID lifetime left",
+            [(f"bottomk(10, {svid_lifetime_left('cluster, node')})", "")],
+            "percentunit",
+            "The ten nodes whose X.509-SVID has the smallest share of its lifetime left.",
+            "SpireX509SVIDNotRotated",
+            w=8,
+        ),
+        panel(
+            table.Panel,
+            "Most agent restarts",
+            [
+                (
+                    f"topk(10, sum by (cluster, node) (changes(spire_agent_process_start_time_seconds{{{SEL}}}[$__range])))",
+                    "",
+                )
+            ],
+            "short",
+            "The ten nodes whose agent restarted most often over the range.",
+            "SpireAgentRestarting",
+            w=8,
+        ),
+    ]
+    trends = [
+        panel(
+            timeseries.Panel,
+            "Success ratio by cluster",
+            [(success_ratio("cluster"), "{{cluster}}")],
+            "percentunit",
+            "Share of cached Workload API probes that succeeded, over all selected nodes of each cluster.",
+            "SpireAgentWorkloadAPIErrorRatioHigh",
+            w=8,
+            thresholds=[("red", None), ("orange", 0.99), ("green", OBJECTIVE)],
+        ),
+        panel(
+            timeseries.Panel,
+            "Error budget burn rate by cluster",
+            [
+                (
+                    f"cluster:spire_workload_api_probe_errors:ratio_rate5m{{{SERVER_SEL}}} / (1 - {OBJECTIVE})",
+                    "{{cluster}} 5m",
+                ),
+                (
+                    f"cluster:spire_workload_api_probe_errors:ratio_rate1h{{{SERVER_SEL}}} / (1 - {OBJECTIVE})",
+                    "{{cluster}} 1h",
+                ),
+            ],
+            "short",
+            "How many times faster than the objective allows each cluster spends its error budget; the fast "
+            "burn alert pages at 14.4 over both 1 h and 5 m.",
+            "SpireWorkloadAPIErrorBudgetBurnFast",
+            w=8,
+            thresholds=[("green", None), ("orange", 1), ("red", 14.4)],
+        ),
+        panel(
+            timeseries.Panel,
+            "Failures by code",
+            [
+                (
+                    f'sum by (code) (rate({PROBES}{{{SEL}, {CACHED}, code!="OK"}}[$__rate_interval]))',
+                    "{{code}}",
+                )
+            ],
+            "ops",
+            "Failed probes per second over all selected nodes, by gRPC code (INVALID_RESPONSE: an answer a "
+            "workload could not use).",
+            "SpireAgentWorkloadAPIProbeFailing",
+            w=8,
+        ),
+        panel(
+            timeseries.Panel,
+            "Latency by RPC (p50, p95, p99)",
+            [(quantile(q, "rpc"), f"{{{{rpc}}}} p{int(q * 100)}") for q in (0.5, 0.95, 0.99)],
+            "s",
+            "Time to the first answer of successful probes, over all selected nodes.",
+            "SpireAgentWorkloadAPILatencyHigh",
+            w=24,
+        ),
+    ]
+    return [
+        ("Summary", summary),
+        ("Worst nodes over the range", worst),
+        ("Fleet trends", trends),
+        ("SPIRE's own telemetry", spire_panels("cluster", fleet=True)),
+    ]
+
+
+def spire_panels(by: str, fleet: bool) -> list[Panel]:
+    """SPIRE's own agent (:9988) and server telemetry, by the names v1.13.3 emits."""
+    legend = "{{%s}}" % by
+    uptime: Panel
+    if fleet:
+        uptime = panel(
+            table.Panel,
+            "Agents started most recently",
+            [(f"bottomk(10, max by (cluster, node) (spire_agent_uptime_in_ms{{{AGENT_SEL}}})) / 1000", "")],
+            "s",
+            "The ten agents with the shortest uptime, from SPIRE's spire_agent_uptime_in_ms.",
+            "SpireAgentRestarting",
+            w=6,
+        )
+    else:
+        uptime = panel(
+            timeseries.Panel,
+            "Agent uptime",
+            [(f"max by (node) (spire_agent_uptime_in_ms{{{AGENT_SEL}}}) / 1000", "uptime")],
+            "s",
+            "Time since the agent started, from SPIRE's spire_agent_uptime_in_ms.",
+            "SpireAgentRestarting",
+            w=6,
+        )
+    return [
+        panel(
+            timeseries.Panel,
+            "Agent syncs with the server",
+            [
+                (
+                    f"sum by ({by}, status) ({rate('spire_agent_manager_sync_fetch_entries_updates', AGENT_SEL)})",
+                    legend + " {{status}}",
+                )
+            ],
+            "ops",
+            "The agents' entry syncs with the SPIRE server per second, by status (every 5 s per agent when "
+            "healthy). Anything but OK without OK is the agent cut off from the server.",
+            "SpireAgentServerSyncFailing",
+            w=6,
+        ),
+        panel(
+            timeseries.Panel,
+            "SVIDs in agent caches",
+            [
+                (f"sum by ({by}) (spire_agent_lru_cache_svid_map_size{{{AGENT_SEL}}})", legend + " cached"),
+                (
+                    f"sum by ({by}) ({rate('spire_agent_cache_manager_expiring_svids_sum', AGENT_SEL)})",
+                    legend + " found expiring/s",
+                ),
+            ],
+            "short",
+            "SVIDs the agents hold for workloads, and how many each sync finds due for renewal (per second). "
+            "Expiring SVIDs that stay high mean renewals are not getting through.",
+            "SpireSVIDExpiringSoon",
+            w=6,
+        ),
+        uptime,
+        panel(
+            stat.Panel,
+            "Server CA time left",
+            [(f"min(spire_server_manager_x509_ca_rotate_expiration{{{SERVER_SEL}}}) - time()", "")],
+            "s",
+            "Time until the SPIRE server's active X.509 CA expires, from its own telemetry. SPIRE activates "
+            "the next CA at half the lifetime.",
+            "SpireServerCAExpiringSoon",
+            w=3,
+        ),
+        panel(
+            timeseries.Panel,
+            "Server rate limiter wait",
+            [
+                (
+                    f"sum(rate(spire_server_rateLimit_{call}_elapsed_time_sum{{{SERVER_SEL}}}[$__rate_interval])) / "
+                    f"sum(rate(spire_server_rateLimit_{call}_elapsed_time_count{{{SERVER_SEL}}}[$__rate_interval]))",
+                    legend_,
+                )
+                # The two calls SPIRE rate-limits per agent (v1.13.3's names), each one series:
+                # a regular expression over metric names would collide once rate() drops them.
+                for call, legend_ in (
+                    ("agent_v1_agent_attest_agent", "agent attestation"),
+                    ("svid_v1_svid_batch_new_x509svid", "X.509-SVID signing"),
+                )
+            ],
+            "ms",
+            "Mean time the server's calls wait in its rate limiters (SPIRE's spire_server_rateLimit_* timers, "
+            "in ms). Rising waits mean agents are being held back.",
+            "SpireAgentServerSyncFailing",
+            w=3,
+        ),
+    ]
+
+
+# -- one node ------------------------------------------------------------------------------------
+
+
+def node_rows() -> Rows:
+    workload_api = [
+        panel(
+            stat.Panel,
+            "Latest probe results",
+            [(f"min by (rpc) (spire_workload_api_probe_success{{{SEL}}})", "{{rpc}}")],
+            "bool_yes_no",
+            "Whether the latest probe of each RPC on this node succeeded.",
+            "SpireAgentWorkloadAPIProbeFailing",
+            w=24,
+            h=4,
+            thresholds=[("red", None), ("green", 1)],
+        ),
+        panel(
+            timeseries.Panel,
+            "Success ratio by RPC",
+            [(success_ratio("rpc"), "{{rpc}}")],
+            "percentunit",
+            "Share of each RPC's probes that succeeded.",
+            "SpireAgentWorkloadAPIErrorRatioHigh",
+            w=8,
+        ),
+        panel(
+            timeseries.Panel,
+            "Error ratio against the SLO",
+            [
+                (f"node:spire_workload_api_probe_errors:ratio_rate5m{{{RULE_SEL}}}", "5m"),
+                (f"node:spire_workload_api_probe_errors:ratio_rate1h{{{RULE_SEL}}}", "1h"),
+            ],
+            "percentunit",
+            f"This node's failed share of cached probes (a missing registration entry left out), against the "
+            f"{OBJECTIVE} objective's budget of {1 - OBJECTIVE:.1%}.",
+            "SpireWorkloadAPIErrorBudgetBurnFast",
+            w=8,
+            thresholds=[("green", None), ("red", round(1 - OBJECTIVE, 6))],
+        ),
+        panel(
+            timeseries.Panel,
+            "Failures by RPC and code",
+            [
+                (
+                    f'sum by (rpc, code) (rate({PROBES}{{{SEL}, code!="OK"}}[$__rate_interval]))',
+                    "{{rpc}} {{code}}",
+                )
+            ],
+            "ops",
+            "Failed probes per second by RPC and gRPC code, including the server round trip when enabled.",
+            "SpireAgentWorkloadAPIProbeFailing",
+            w=8,
+        ),
+        panel(
+            timeseries.Panel,
+            "Latency p99 by RPC",
+            [(f"histogram_quantile(0.99, sum by (le, rpc) ({rate(BUCKETS, SEL)}))", "{{rpc}}")],
+            "s",
+            "p99 time to the first answer per RPC; fetch_jwt_svid_roundtrip, when enabled, is the agent -> "
+            "server -> datastore path.",
+            "SpireAgentWorkloadAPILatencyHigh",
+        ),
+        panel(
+            timeseries.Panel,
+            "Time since last success",
+            [
+                (
+                    f"time() - max by (rpc) (spire_workload_api_last_success_timestamp_seconds{{{SEL}}})",
+                    "{{rpc}}",
+                )
+            ],
+            "s",
+            "Seconds since each RPC last succeeded; with the default 15 s interval it stays under about 20 s.",
+            "SpireAgentWorkloadAPIProbeFailing",
+        ),
+    ]
+    return [
+        ("Workload API", workload_api),
+        ("Why is the Workload API slow?", why_slow_panels()),
+        ("SPIRE agent", agent_panels()),
+        ("SPIRE's own telemetry", spire_panels("node", fleet=False)),
+        ("Identities", identity_panels()),
+    ]
+
+
+def why_slow_panels() -> list[Panel]:
+    """The seed's three causes side by side: a starved agent, clients that churn or leak
+    sources, and a slow server behind the agent."""
+    return [
+        panel(
+            timeseries.Panel,
+            "Agent memory against its limit",
+            [
+                (f"max by (node) (spire_agent_cgroup_memory_working_set_bytes{{{SEL}}})", "working set"),
+                (f"max by (node) (spire_agent_process_peak_resident_memory_bytes{{{SEL}}})", "peak RSS"),
+                (f"max by (node) (spire_agent_cgroup_memory_limit_bytes{{{SEL}}})", "limit"),
+            ],
+            "bytes",
+            "Cause 1, a starved agent: a working set close to the limit means reclaim, throttling and OOM kills.",
+            "SpireAgentMemoryNearLimit",
+            w=6,
+        ),
+        panel(
+            timeseries.Panel,
+            "Workload API calls started per second",
+            [
+                (
+                    f"sum by (node) ({rate('spire_agent_workload_api_connection', AGENT_SEL)})",
+                    "calls started/s",
+                )
+            ],
+            "ops",
+            "Cause 2, clients that build a source or channel per request: every call started is attested anew "
+            "(SPIRE's spire_agent_workload_api_connection, which counts RPCs). Needs the agent's telemetry scraped.",
+            "SpireAgentWorkloadAPIChurnHigh",
+            w=6,
+        ),
+        panel(
+            timeseries.Panel,
+            "Open Workload API streams",
+            [
+                (
+                    f"sum by (node) (spire_agent_workload_api_connections{{{AGENT_SEL}}})",
+                    "in-flight RPCs (SPIRE)",
+                ),
+                (f"max by (node) (spire_agent_socket_connections{{{SEL}}})", "open connections (exporter)"),
+            ],
+            "short",
+            "Cause 2, leaked sources: streams and connections that only grow. One per well-used source is normal.",
+            "SpireAgentWorkloadAPIStreamsGrowing",
+            w=6,
+        ),
+        panel(
+            timeseries.Panel,
+            "Latency p99: cached and server round trip",
+            [
+                (
+                    f"histogram_quantile(0.99, sum by (le, rpc) (rate({BUCKETS}"
+                    f'{{{SEL}, rpc=~"fetch_x509_svid|fetch_jwt_svid_roundtrip"}}[$__rate_interval])))',
+                    "{{rpc}}",
+                )
+            ],
+            "s",
+            "Cause 3, a slow server or datastore: the round trip (when enabled) rises while the cached fetch "
+            "stays fast. Both rising together points back at the agent.",
+            "SpireAgentWorkloadAPILatencyHigh",
+            w=6,
+        ),
+    ]
+
+
+def agent_panels() -> list[Panel]:
+    return [
+        panel(
+            timeseries.Panel,
+            "Agent memory",
+            [
+                (f"max by (node) (spire_agent_process_resident_memory_bytes{{{SEL}}})", "RSS"),
+                (f"max by (node) (spire_agent_process_peak_resident_memory_bytes{{{SEL}}})", "peak RSS"),
+                (f"max by (node) (spire_agent_cgroup_memory_usage_bytes{{{SEL}}})", "cgroup usage"),
+                (
+                    f"max by (node) (spire_agent_cgroup_memory_working_set_bytes{{{SEL}}})",
+                    "cgroup working set",
+                ),
+                (f"max by (node) (spire_agent_cgroup_memory_limit_bytes{{{SEL}}})", "cgroup limit"),
+            ],
+            "bytes",
+            "The agent's resident memory, its peak since start (VmHWM, which keeps the startup spike), its "
+            "cgroup's usage (page cache included), working set (without inactive file cache, what the alerts "
+            "and the kubelet read) and limit.",
+            "SpireAgentMemoryNearLimit",
+            w=12,
+        ),
+        panel(
+            bargauge.Panel,
+            "Agent memory, % of limit",
+            [
+                (memory_share("node"), "working set"),
+                (
+                    f"max by (node) (spire_agent_process_peak_resident_memory_bytes{{{SEL}}} "
+                    f"/ spire_agent_cgroup_memory_limit_bytes{{{SEL}}})",
+                    "peak",
+                ),
+            ],
+            "percentunit",
+            "Working set and peak RSS as a share of the limit. An agent without a limit shows nothing.",
+            "SpireAgentMemoryNearLimit",
+            w=12,
+            thresholds=[("green", None), ("orange", 0.8), ("red", 0.9)],
+        ),
+        panel(
+            timeseries.Panel,
+            "OOM kills and restarts",
+            [
+                (
+                    f"sum by (node) (increase(spire_agent_cgroup_oom_kills_total{{{SEL}}}[$__rate_interval]))",
+                    "OOM kills",
+                ),
+                (
+                    f"sum by (node) (changes(spire_agent_process_start_time_seconds{{{SEL}}}[$__rate_interval]))",
+                    "restarts",
+                ),
+            ],
+            "short",
+            "OOM kills in the agent's cgroup and agent process restarts.",
+            "SpireAgentOOMKilled",
+            w=8,
+        ),
+        panel(
+            timeseries.Panel,
+            "Agent up and serving",
+            [
+                (f"min by (node) (spire_agent_process_up{{{SEL}}})", "process"),
+                (f"min by (node) (spire_agent_grpc_health_serving{{{SEL}}})", "gRPC health"),
+            ],
+            "bool_yes_no",
+            "Whether the agent process runs and its socket's grpc.health.v1 Check says SERVING.",
+            "SpireAgentDown",
+            w=8,
+        ),
+        panel(
+            timeseries.Panel,
+            "Agent CPU",
+            [(f"sum by (node) ({rate('spire_agent_process_cpu_seconds_total', SEL)})", "CPU")],
+            "percentunit",
+            "CPU the agent process uses, as a share of one core. Compare with the agent's CPU limit: "
+            "throttling makes attestation slow.",
+            "SpireAgentWorkloadAPIDeadlineExceeded",
+            w=8,
+        ),
+        panel(
+            timeseries.Panel,
+            "Agent threads and open files",
+            [
+                (f"max by (node) (spire_agent_process_threads{{{SEL}}})", "threads"),
+                (f"max by (node) (spire_agent_process_open_fds{{{SEL}}})", "open FDs"),
+            ],
+            "short",
+            "OS threads and open file descriptors of the agent; steady growth points at a leak.",
+            None,
+        ),
+        panel(
+            timeseries.Panel,
+            "Agent HTTP health",
+            [(f"min by (check) (spire_agent_http_health_status{{{SEL}}})", "{{check}}")],
+            "bool_yes_no",
+            "The agent's own /live and /ready answers (refreshed by SPIRE only every ~60 s); only when the "
+            "exporter is given the health URL.",
+            "SpireAgentDown",
+        ),
+    ]
+
+
+def identity_panels() -> list[Panel]:
+    return [
+        panel(
+            timeseries.Panel,
+            "Time left on SVIDs",
+            [
+                (
+                    f"min by (spiffe_id, kind) (spire_svid_expiry_timestamp_seconds{{{SEL}}} - time())",
+                    "{{spiffe_id}} {{kind}}",
+                )
+            ],
+            "s",
+            "Time until the exporter's own SVIDs expire. X.509 drops to about half its lifetime, then jumps "
+            "back at rotation; JWT-SVIDs renew at half their lifetime.",
+            "SpireSVIDExpiringSoon",
+            w=8,
+        ),
+        panel(
+            timeseries.Panel,
+            "SVID lifetime left",
+            [(svid_lifetime_left("spiffe_id"), "{{spiffe_id}}")],
+            "percentunit",
+            "Fraction of its lifetime the X.509-SVID still has. The agent renews at about 50 %; below 40 % "
+            "rotation is stuck.",
+            "SpireX509SVIDNotRotated",
+            w=8,
+            thresholds=LIFETIME_STEPS,
+        ),
+        panel(
+            timeseries.Panel,
+            "Time left on trust bundle CAs",
+            [
+                (
+                    f"min by (trust_domain) (spire_trust_bundle_latest_expiry_timestamp_seconds{{{SEL}}} - time())",
+                    "{{trust_domain}} newest CA",
+                ),
+                (f"max by (trust_domain) (spire_trust_bundle_certificates{{{SEL}}})", "{{trust_domain}} CAs"),
+            ],
+            "s",
+            "Time until the newest CA in each trust bundle expires (the one that has to take over), and how "
+            "many CAs the bundle holds.",
+            "SpireTrustBundleCAExpiringSoon",
+            w=8,
+        ),
+        panel(
+            timeseries.Panel,
+            "X.509-SVID rotations",
+            [
+                (
+                    f"sum by (spiffe_id) (increase(spire_x509_svid_rotations_total{{{SEL}}}[$__rate_interval]))",
+                    "{{spiffe_id}}",
+                )
+            ],
+            "short",
+            "Rotations seen on the exporter's long-lived FetchX509SVID stream: with SPIRE's default 1 h TTL, "
+            "about one every 30 minutes.",
+            "SpireX509SVIDNotRotated",
+        ),
+        panel(
+            timeseries.Panel,
+            "JWT bundle keys",
+            [(f"max by (trust_domain) (spire_jwt_bundle_keys{{{SEL}}})", "{{trust_domain}}")],
+            "short",
+            "Keys in each trust domain's JWT bundle (JWKS).",
+            None,
+        ),
+    ]
