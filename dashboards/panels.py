@@ -678,10 +678,17 @@ def agent_panels() -> list[Panel]:
             "Agent threads and open files",
             [
                 (f"max by (node) (spire_agent_process_threads{{{SEL}}})", "threads"),
-                (f"max by (node) (spire_agent_process_open_fds{{{SEL}}})", "open FDs"),
+                # The exporter reads the agent's FDs only as the agent's user or with CAP_SYS_PTRACE,
+                # which the chart doesn't grant; SPIRE's own telemetry has them too.
+                (
+                    f"max by (node) (spire_agent_process_open_fds{{{SEL}}}) or "
+                    f'max by (node) (process_open_fds{{{AGENT_SEL}, job="spire-agent"}})',
+                    "open FDs",
+                ),
             ],
             "short",
-            "OS threads and open file descriptors of the agent; steady growth points at a leak.",
+            "OS threads and open file descriptors of the agent; steady growth points at a leak. The file "
+            "descriptors come from the exporter where it may read them, else from SPIRE's own telemetry.",
             None,
         ),
         panel(

@@ -29,8 +29,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import cluster_files
 from local_spire import find_spire_bin_dir, wait_until
@@ -50,6 +52,22 @@ EXPORTER_IMAGE = "localhost/spire-health-exporter:dev"
 SPIRE_IMAGE = "localhost/spire-health-exporter-spire:v1.13.3"
 PAUSE_IMAGE = "localhost/spire-health-exporter-pause:1"
 BASE_IMAGE = "localhost/spire-health-exporter-base:debian12-python3"
+# prometheus-operator and what it manages, in images made like SPIRE's; only Cluster.monitoring()
+# builds them. Prometheus comes from the Go module proxy (scripts/build-prometheus-operator):
+# Debian's has no Kubernetes service discovery. Alertmanager is Debian's.
+OPERATOR_VERSION = "v0.85.0"
+PROMETHEUS_VERSION = "v3.5.0"
+ALERTMANAGER_VERSION = "v0.25.0"
+MONITORING_IMAGES = {
+    "operator": f"localhost/spire-health-exporter-prometheus-operator:{OPERATOR_VERSION}",
+    "prometheus-config-reloader": (
+        f"localhost/spire-health-exporter-prometheus-config-reloader:{OPERATOR_VERSION}"
+    ),
+    "prometheus": f"localhost/spire-health-exporter-prometheus:{PROMETHEUS_VERSION}",
+    "alertmanager": f"localhost/spire-health-exporter-alertmanager:{ALERTMANAGER_VERSION}",
+}
+WEBHOOK_PORT = 19095
+WEBHOOK_URL = f"http://{NODE_IP}:{WEBHOOK_PORT}"
 # The node alias every agent of this cluster gets (k8s_psat), and the exporter's own entry: the
 # selectors a real install gives, from the chart's namespace, service account and pod label.
 NODE_ALIAS = f"spiffe://{TRUST_DOMAIN}/k8s-cluster/{CLUSTER}"
@@ -200,17 +218,21 @@ class Cluster:
         """The exporter's image (scripts/build-image), SPIRE's and the pod sandbox's, saved for containerd."""
         _run([str(HERE / "build-image"), EXPORTER_IMAGE], timeout=3600)
         spire_bin = find_spire_bin_dir()
-        context = self.dir / "image-context"
-        context.mkdir()
-        for name in ("spire-server", "spire-agent"):
-            shutil.copy2(spire_bin / name, context / name)
         builds = {
             SPIRE_IMAGE: f"FROM {BASE_IMAGE}\nCOPY spire-server spire-agent /usr/local/bin/\n"
             'CMD ["/usr/local/bin/spire-agent"]\n',
             # containerd needs a sandbox image whose config has a command; it only has to wait.
             PAUSE_IMAGE: f'FROM {BASE_IMAGE}\nCMD ["/bin/sleep", "infinity"]\n',
         }
-        saved = []
+        files = [spire_bin / "spire-server", spire_bin / "spire-agent"]
+        return [*self._build(builds, files), self._save(EXPORTER_IMAGE)]
+
+    def _build(self, builds: dict[str, str], files: list[Path]) -> list[Path]:
+        """Builds each image from its Containerfile with `files` in the context; saved for containerd."""
+        context = self.dir / "image-context"
+        context.mkdir()
+        for path in files:
+            shutil.copy2(path, context / path.name)
         for image, containerfile in builds.items():
             (context / "Containerfile").write_text(containerfile)
             _run(
@@ -228,11 +250,17 @@ class Cluster:
                 timeout=600,
             )
         shutil.rmtree(context)
-        for image in (EXPORTER_IMAGE, SPIRE_IMAGE, PAUSE_IMAGE):
-            tar = self.dir / f"{image.rsplit('/', 1)[1].replace(':', '_')}.tar"
-            _run([*PODMAN, "save", "--format", "docker-archive", "-o", str(tar), image], timeout=600)
-            saved.append(tar)
-        return saved
+        return [self._save(image) for image in builds]
+
+    def _save(self, image: str) -> Path:
+        tar = self.dir / f"{image.rsplit('/', 1)[1].replace(':', '_')}.tar"
+        _run([*PODMAN, "save", "--format", "docker-archive", "-o", str(tar), image], timeout=600)
+        return tar
+
+    def _import(self, tars: list[Path]) -> None:
+        for tar in tars:
+            self.run(["ctr", "--namespace", "k8s.io", "images", "import", str(tar)], timeout=300)
+            tar.unlink()
 
     def _pki(self) -> None:
         tokens = cluster_files.write_pki(self.pki, NODE, NODE_IP, SERVICE_IP)
@@ -340,9 +368,7 @@ class Cluster:
         wait_until(
             lambda: self.run([*ctr, "version"], timeout=10, check=False).returncode == 0, 30, "containerd"
         )
-        for tar in images:
-            self.run([*ctr, "images", "import", str(tar)], timeout=300)
-            tar.unlink()
+        self._import(images)
         cluster_files.write_kubelet_config(d / "kubelet.yaml", d, self.pki / "ca.crt")
         self._spawn(
             "kubelet",
@@ -368,6 +394,97 @@ class Cluster:
             "entry", "create", "-node", "-spiffeID", NODE_ALIAS, "-selector", f"k8s_psat:cluster:{CLUSTER}"
         )
         self.create_exporter_entry()
+
+    # --- prometheus-operator -------------------------------------------------------------
+
+    def monitoring(self, alertmanager_config: str, scrape_interval: str = "5s") -> None:
+        """prometheus-operator with its CRDs, a Prometheus and an Alertmanager it manages (the
+        latter configured by `alertmanager_config`), PodMonitors for SPIRE's telemetry and a
+        webhook receiver at WEBHOOK_URL (tests/k8s/monitoring.yaml)."""
+        started = time.monotonic()
+        operator = _find_built("build-prometheus-operator", f"prometheus-operator {OPERATOR_VERSION}")
+        alertmanager = shutil.which("prometheus-alertmanager")
+        if alertmanager is None:
+            raise ClusterError("prometheus-alertmanager is missing: apt-get install prometheus-alertmanager")
+        shutil.copy2(alertmanager, self.dir / "alertmanager")
+        # Debian's Alertmanager reads its notification templates from here.
+        templates = sorted(Path("/usr/share/prometheus/alertmanager").glob("*.tmpl"))
+        binaries = [operator / n for n in ("operator", "prometheus-config-reloader", "prometheus")]
+        files = [*binaries, self.dir / "alertmanager", *templates]
+        copy_templates = "".join(f"COPY {t.name} {t}\n" for t in templates)
+        # The operator gives each container its arguments only, so each image's entrypoint is its binary.
+        builds = {
+            image: f"FROM {BASE_IMAGE}\nCOPY {name} /bin/{name}\n"
+            + (copy_templates if name == "alertmanager" else "")
+            + f'USER 65534\nENTRYPOINT ["/bin/{name}"]\n'
+            for name, image in MONITORING_IMAGES.items()
+        }
+        self._import(self._build(builds, files))
+        (self.dir / "alertmanager").unlink()
+        # Server-side: the CRDs are larger than client-side apply's annotation allows.
+        self.kubectl("apply", "--server-side", "-f", str(operator / "crds"), timeout=120)
+        for crd in ("prometheuses", "alertmanagers", "podmonitors", "servicemonitors", "prometheusrules"):
+            self.kubectl("wait", "--for=condition=Established", f"crd/{crd}.monitoring.coreos.com")
+        self.kubectl(
+            "create", "secret", "generic", "alertmanager-main", "-n", "default",
+            f"--from-file=alertmanager.yaml={self._write('alertmanager.yaml', alertmanager_config)}",
+        )  # fmt: skip
+        manifest = string.Template((ROOT / "tests" / "k8s" / "monitoring.yaml").read_text()).substitute(
+            OPERATOR_IMAGE=MONITORING_IMAGES["operator"],
+            RELOADER_IMAGE=MONITORING_IMAGES["prometheus-config-reloader"],
+            PROMETHEUS_IMAGE=MONITORING_IMAGES["prometheus"],
+            PROMETHEUS_VERSION=PROMETHEUS_VERSION,
+            ALERTMANAGER_IMAGE=MONITORING_IMAGES["alertmanager"],
+            ALERTMANAGER_VERSION=ALERTMANAGER_VERSION,
+            WEBHOOK_IMAGE=SPIRE_IMAGE,  # SPIRE's image has the base's Python
+            NODE_IP=NODE_IP,
+            WEBHOOK_PORT=WEBHOOK_PORT,
+            SCRAPE_INTERVAL=scrape_interval,
+        )
+        self.kubectl("apply", "-f", "-", stdin=manifest)
+        self.rollout("default", "deployment/prometheus-operator")
+        # The operator creates the StatefulSets; wait for them to exist, then to be ready.
+        for workload in ("statefulset/prometheus-main", "statefulset/alertmanager-main"):
+            wait_until(lambda w=workload: self._ok("get", "-n", "default", w), 120, workload)
+            try:
+                self.rollout("default", workload)
+            except ClusterError as e:
+                logs = self.kubectl(
+                    "logs", "-n", "default", workload, "--all-containers", "--tail=3", check=False
+                )
+                raise ClusterError(f"{workload} not ready: {e}; last log lines: {logs[-1500:]}") from None
+        self.kubectl(
+            "wait", "--for=condition=Ready", "pod/webhook", "-n", "default", "--timeout=120s", timeout=130
+        )
+        print(
+            f"prometheus-operator, Prometheus and Alertmanager up in {time.monotonic() - started:.0f} s",
+            file=sys.stderr,
+        )
+
+    def _write(self, name: str, text: str) -> Path:
+        path = self.dir / name
+        path.write_text(text)
+        return path
+
+    def prometheus(self, path: str, **params: str) -> Any:
+        """GET Prometheus' HTTP API through the API server's pod proxy, e.g. ("api/v1/query", query=...)."""
+        query = "?" + urllib.parse.urlencode(params) if params else ""
+        return json.loads(
+            self.raw(f"/api/v1/namespaces/default/pods/prometheus-main-0:9090/proxy/{path}{query}")
+        )
+
+    def alertmanager_alerts(self) -> list[Any]:
+        answer: list[Any] = json.loads(
+            self.raw("/api/v1/namespaces/default/pods/alertmanager-main-0:9093/proxy/api/v2/alerts")
+        )
+        return answer
+
+    def webhook_received(self) -> list[Any]:
+        """What Alertmanager delivered to the webhook receiver: [{"path": ..., "payload": ...}]."""
+        answer: list[Any] = json.loads(
+            self.raw(f"/api/v1/namespaces/default/pods/webhook:{WEBHOOK_PORT}/proxy/received")
+        )
+        return answer
 
     def create_exporter_entry(self) -> str:
         args = ["entry", "create", "-parentID", NODE_ALIAS, "-spiffeID", EXPORTER_ID, "-output", "json"]
