@@ -12,6 +12,7 @@ import time
 import pytest
 import yaml
 from conftest import ROOT, load, require
+from local_spire import wait_until
 from prom_stack import PromStack, Webhook, binaries, get_json
 from running import RunningExporter, fast_config
 from test_alerts_dashboards import metric_source
@@ -60,6 +61,15 @@ def stack(healthy_spire, tmp_path):
                 webhook.close()
     finally:
         spire.delete_entry(short_lived)
+        # The agent drops the SVID at its next sync; tests after this one expect one identity.
+        wait_until(
+            lambda: (
+                "short-lived"
+                not in spire.agent_cli("api", "fetch", "x509", "-socketPath", str(spire.agent_socket)).stdout
+            ),
+            60,
+            "the agent to drop the short-lived SVID",
+        )
 
 
 def fill(expr: str, node: str) -> str:
