@@ -317,12 +317,14 @@ def test_the_servicemonitor_gives_the_same_job_and_node(operator: Cluster) -> No
         "--set", f"serviceMonitor.interval={SCRAPE}s", "--set", f"serviceMonitor.scrapeTimeout={SCRAPE - 1}s",
     )  # fmt: skip
     pool = f"serviceMonitor/{EXPORTER_NAMESPACE}/{EXPORTER_RELEASE}/"
-    wait_until(lambda: up_targets(operator, EXPORTER_RELEASE, pool), 120, "the ServiceMonitor's target")
+    # The operator rewrites Prometheus' configuration Secret at once, but the kubelet refreshes a
+    # mounted Secret only on its sync period (a minute or more) before the reloader sees it.
+    wait_until(lambda: up_targets(operator, EXPORTER_RELEASE, pool), 300, "the ServiceMonitor's target")
     wait_until(
         lambda: (
             not [t for t in targets(operator, EXPORTER_RELEASE) if t["scrapePool"].startswith("podMonitor/")]
         ),
-        120,
+        300,
         "the PodMonitor's target to go",
     )
     (target,) = up_targets(operator, EXPORTER_RELEASE, pool)
