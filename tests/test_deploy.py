@@ -20,6 +20,7 @@ import yaml
 from conftest import ROOT, record_output, require
 from local_spire import free_port
 from promtool_variants import variant
+from test_alerts_dashboards import tool
 
 from exporter import config as exporter_config
 
@@ -349,16 +350,9 @@ def test_the_rules_select_the_job_each_monitor_gives(
     }
     (tmp_path / "tests.yml").write_text(yaml.safe_dump(tests))
     done = subprocess.run(
-        [promtool(), "test", "rules", "tests.yml"], cwd=tmp_path, capture_output=True, text=True
+        [tool("promtool"), "test", "rules", "tests.yml"], cwd=tmp_path, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stdout + done.stderr
-
-
-def promtool() -> str:
-    path = shutil.which("promtool")
-    if not path:
-        require("promtool is not installed (Debian's prometheus package)")
-    return path
 
 
 @pytest.mark.parametrize(
@@ -384,7 +378,11 @@ def test_every_alert_fires_and_stays_silent_on_chart_targets(
     tests["rule_files"] = ["rules.yml"]
     (tmp_path / "tests.yml").write_text(yaml.safe_dump(variant(tests, scrape_interval, extra), width=10**6))
     done = subprocess.run(
-        [promtool(), "test", "rules", "tests.yml"], cwd=tmp_path, capture_output=True, text=True, timeout=600
+        [tool("promtool"), "test", "rules", "tests.yml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stdout[-5000:] + done.stderr
 
@@ -420,7 +418,7 @@ def test_chart_values_drive_the_rules(tmp_path: Path) -> None:
         )
     (tmp_path / "rules.yml").write_text(yaml.safe_dump(rule["spec"]))
     done = subprocess.run(
-        [promtool(), "check", "rules", str(tmp_path / "rules.yml")], capture_output=True, text=True
+        [tool("promtool"), "check", "rules", str(tmp_path / "rules.yml")], capture_output=True, text=True
     )
     assert done.returncode == 0, done.stdout + done.stderr
 
