@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Generates the Prometheus rules from alerts/config.yml, the one source of thresholds.
 
-    python alerts/generate.py                      # rewrite the committed files
-    python alerts/generate.py --config my.yml --out DIR
-    python alerts/generate.py --for-override 5s    # every `for:` replaced (tests only)
+    python -m alerts.generate                      # rewrite the committed files
+    python -m alerts.generate --config my.yml --out DIR
+    python -m alerts.generate --for-override 5s    # every `for:` replaced (tests only)
 
 Writes spire-health-exporter.rules.yml (a plain rule file) and prometheusrule.yaml (the same
 groups as a prometheus-operator PrometheusRule). For the Helm chart it writes the PrometheusRule
@@ -21,8 +21,7 @@ from typing import Any
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rules import ALERTS, CACHED, FAST_BURN, SLO_WINDOWS, SLOW_BURN, burn, error_ratio
+from alerts.rules import ALERTS, CACHED, FAST_BURN, SLO_WINDOWS, SLOW_BURN, burn, error_ratio
 
 HERE = Path(__file__).resolve().parent
 CHART = HERE.parent / "deploy" / "helm" / "spire-health-exporter"

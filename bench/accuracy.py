@@ -7,7 +7,7 @@ exporter's FetchX509SVID and FetchJWTSVID medians beside a minimal grpcio client
 else, and beside `spire-agent api fetch x509` (its own reported time) and `api fetch jwt` (wall
 time, process start included; its output, which holds a token, is discarded unread).
 
-    .venv/bin/python bench/accuracy.py [--runs 200]
+    .venv/bin/python -m bench.accuracy [--runs 200]
 """
 
 from __future__ import annotations
@@ -17,27 +17,31 @@ import re
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
-from common import local_spire, median, pct, table
-from fake_agent import FakeAgent
 
+from bench.common import local_spire, median, pct, table
 from exporter._proto import workload_pb2
 from exporter.client import SECURITY_HEADER, WorkloadClient
-from exporter.config import ProbeSettings
 from exporter.probes import jwt_svid, x509_svid
+from exporter.result import ProbeResult
+from exporter.settings import AudienceSettings
+from harness.fake_agent import FakeAgent
+from harness.local_spire import LocalSpire
+
+SETTINGS = AudienceSettings(True, 15.0, 5.0, "bench")
 
 
-def settings(name: str) -> ProbeSettings:
-    return ProbeSettings(name, True, 15.0, 5.0, "bench")
-
-
-def exporter_probe(client: WorkloadClient, probe, name: str, runs: int) -> list[float]:  # noqa: ANN001
-    probe(client, settings(name))  # connect first
+def exporter_probe(
+    client: WorkloadClient, probe: Callable[[WorkloadClient, AudienceSettings], ProbeResult], runs: int
+) -> list[float]:
+    probe(client, SETTINGS)  # connect first
     out = []
     for _ in range(runs):
-        result = probe(client, settings(name))
+        result = probe(client, SETTINGS)
         assert result.ok, result.message
         out.append(result.duration)
     return out
@@ -46,12 +50,12 @@ def exporter_probe(client: WorkloadClient, probe, name: str, runs: int) -> list[
 def minimal_client(socket_path: Path, runs: int) -> tuple[list[float], list[float]]:
     """The least a grpcio client can do: one channel, no parsing, first message then cancel."""
     channel = grpc.insecure_channel(f"unix:{socket_path}")
-    x509 = channel.unary_stream(
+    x509: Any = channel.unary_stream(
         "/SpiffeWorkloadAPI/FetchX509SVID",
         lambda m: m.SerializeToString(),
         workload_pb2.X509SVIDResponse.FromString,
     )
-    jwt = channel.unary_unary(
+    jwt: Any = channel.unary_unary(
         "/SpiffeWorkloadAPI/FetchJWTSVID",
         lambda m: m.SerializeToString(),
         workload_pb2.JWTSVIDResponse.FromString,
@@ -74,8 +78,9 @@ def minimal_client(socket_path: Path, runs: int) -> tuple[list[float], list[floa
     return times_x509, times_jwt
 
 
-def cli_times(spire, runs: int) -> tuple[list[float], list[float]]:  # noqa: ANN001
-    x509, jwt = [], []
+def cli_times(spire: LocalSpire, runs: int) -> tuple[list[float], list[float]]:
+    x509: list[float] = []
+    jwt: list[float] = []
     for _ in range(runs):
         done = spire.agent_cli("api", "fetch", "x509", "-socketPath", str(spire.agent_socket))
         match = re.search(r"Received \d+ svid after ([\d.]+)(µs|ms|s)", done.stdout)
@@ -107,9 +112,7 @@ def main() -> int:
                 for delay in (0.0, 0.001, 0.010, 0.100):
                     fake.set("FetchX509SVID", delay=delay, answer=lambda _r: prepared)
                     runs = args.runs if delay < 0.1 else max(20, args.runs // 4)
-                    errors = [
-                        t - delay for t in exporter_probe(client, x509_svid.probe, "fetch_x509_svid", runs)
-                    ]
+                    errors = [t - delay for t in exporter_probe(client, x509_svid.probe, runs)]
                     rows.append([f"{delay * 1000:.0f} ms", runs, ms(median(errors)), ms(pct(errors, 0.99))])
         finally:
             fake.stop()
@@ -118,8 +121,8 @@ def main() -> int:
 
     with local_spire() as spire, WorkloadClient(f"unix://{spire.agent_socket}") as client:
         minimal_x509, minimal_jwt = minimal_client(spire.agent_socket, args.runs)
-        ours_x509 = exporter_probe(client, x509_svid.probe, "fetch_x509_svid", args.runs)
-        ours_jwt = exporter_probe(client, jwt_svid.probe, "fetch_jwt_svid", args.runs)
+        ours_x509 = exporter_probe(client, x509_svid.probe, args.runs)
+        ours_jwt = exporter_probe(client, jwt_svid.probe, args.runs)
         cli_x509, cli_jwt = cli_times(spire, max(10, args.runs // 10))
     print("\nreal spire-agent v1.13.3, same run: median (p99)\n")
     print(

@@ -3,7 +3,7 @@
 channel reused (as the exporter does) versus a new channel per probe, and the agent's CPU at
 the exporter's default schedule as a percentage of one core (minus the idle agent's own).
 
-    .venv/bin/python bench/agent_cost.py [--probes 1000] [--minutes 5]
+    .venv/bin/python -m bench.agent_cost [--probes 1000] [--minutes 5]
 """
 
 from __future__ import annotations
@@ -11,16 +11,16 @@ from __future__ import annotations
 import argparse
 import time
 
-from common import cpu_seconds, exporter, local_spire, table
-
+from bench.common import cpu_seconds, exporter, local_spire, table
 from exporter.client import WorkloadClient
-from exporter.config import ProbeSettings
 from exporter.probes import x509_svid
+from exporter.settings import ProbeSettings
+from harness.local_spire import LocalSpire
 
-SETTINGS = ProbeSettings("fetch_x509_svid", True, 15.0, 5.0)
+SETTINGS = ProbeSettings(True, 15.0, 5.0)
 
 
-def cost(spire, probes: int, reuse: bool) -> float:  # noqa: ANN001
+def cost(spire: LocalSpire, probes: int, reuse: bool) -> float:
     before = cpu_seconds(spire.agent_pid)
     if reuse:
         with WorkloadClient(f"unix://{spire.agent_socket}") as client:

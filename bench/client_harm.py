@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The harm a misbehaving client does to its neighbours: the agent's CPU, and the p99 latency of
-a well-behaved client on the same agent, while each client of scripts/workload_clients.py runs.
+a well-behaved client on the same agent, while each client of harness/workload_clients.py runs.
 
-    .venv/bin/python bench/client_harm.py [--seconds 30]
+    .venv/bin/python -m bench.client_harm [--seconds 30]
 
 The well-behaved client holds one channel and one SVID stream and fetches the X.509 bundles ten
 times a second on that channel, timing each call. Each scenario runs for --seconds and stops.
@@ -16,9 +16,10 @@ import subprocess
 import sys
 import time
 
-from common import ROOT, cpu_seconds, local_spire, table
+from bench.common import ROOT, cpu_seconds, local_spire, table
+from harness.local_spire import LocalSpire
 
-CLIENTS = ROOT / "scripts" / "workload_clients.py"
+CLIENTS = "harness.workload_clients"
 SCENARIOS = [
     ("well-behaved client alone", None),
     ("+ a new channel per request, 20/s", ["per-call", "--rate", "20"]),
@@ -27,18 +28,18 @@ SCENARIOS = [
 ]
 
 
-def run(spire, seconds: float, other: list[str] | None) -> tuple[float, float, str]:  # noqa: ANN001
+def run(spire: LocalSpire, seconds: float, other: list[str] | None) -> tuple[float, float, str]:
     socket = ["--socket", str(spire.agent_socket), "--seconds", str(seconds)]
     neighbour = None
     if other:
         neighbour = subprocess.Popen(
-            [sys.executable, str(CLIENTS), *other, *socket], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-m", CLIENTS, *other, *socket], stdout=subprocess.PIPE, text=True, cwd=ROOT
         )
         time.sleep(1)
     before = cpu_seconds(spire.agent_pid)
     good = subprocess.run(
-        [sys.executable, str(CLIENTS), "good", "--rate", "10", *socket],
-        capture_output=True, text=True, check=True, timeout=seconds + 60,
+        [sys.executable, "-m", CLIENTS, "good", "--rate", "10", *socket],
+        capture_output=True, text=True, check=True, timeout=seconds + 60, cwd=ROOT,
     )  # fmt: skip
     cpu = (cpu_seconds(spire.agent_pid) - before) / seconds
     done = ""

@@ -12,11 +12,10 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-sys.path.insert(0, str(ROOT / "tests"))
+from harness.local_spire import LocalSpire, free_port
+from harness.paths import ROOT
 
-from local_spire import LocalSpire, free_port  # noqa: E402
+__all__ = ["ROOT", "cpu_seconds", "exporter", "local_spire", "median", "pct", "rss_bytes", "table"]
 
 
 def pct(values: Sequence[float], q: float) -> float:

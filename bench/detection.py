@@ -2,7 +2,7 @@
 """Benchmark 5, detection time: seconds from pausing the agent (SIGSTOP) to probe_success 0 and
 the DEADLINE_EXCEEDED counter rising for FetchX509SVID, at the default and at a fast schedule.
 
-    .venv/bin/python bench/detection.py [--repeats 3]
+    .venv/bin/python -m bench.detection [--repeats 3]
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import re
 import time
 import urllib.request
 
-from common import exporter, local_spire, median, table
+from bench.common import exporter, local_spire, median, table
+from harness.local_spire import LocalSpire
 
 SUCCESS = re.compile(r'^spire_workload_api_probe_success\{rpc="fetch_x509_svid"\} (\S+)$', re.M)
 DEADLINES = re.compile(
@@ -23,10 +24,12 @@ DEADLINES = re.compile(
 def read(url: str) -> tuple[float, float]:
     with urllib.request.urlopen(url + "/metrics", timeout=5) as r:
         text = r.read().decode()
-    return float(SUCCESS.search(text).group(1)), float(DEADLINES.search(text).group(1))
+    success, deadlines = SUCCESS.search(text), DEADLINES.search(text)
+    assert success and deadlines, "the exporter's page lacks probe_success or the deadline count"
+    return float(success.group(1)), float(deadlines.group(1))
 
 
-def detect(spire, url: str, limit: float) -> tuple[float, float]:  # noqa: ANN001
+def detect(spire: LocalSpire, url: str, limit: float) -> tuple[float, float]:
     while read(url)[0] != 1:
         time.sleep(0.1)
     _, deadlines = read(url)

@@ -2,7 +2,7 @@
 """Benchmark 1, footprint: the exporter's RSS and CPU at default settings with every probe on,
 against the real agent, and how its memory splits between the interpreter, grpcio and the rest.
 
-    .venv/bin/python bench/footprint.py [--minutes 10]
+    .venv/bin/python -m bench.footprint [--minutes 10]
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 
-from common import cpu_seconds, exporter, local_spire, median, rss_bytes, table
+from bench.common import cpu_seconds, exporter, local_spire, median, rss_bytes, table
 
 IMPORTS = {
     "interpreter alone": "pass",

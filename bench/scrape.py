@@ -2,7 +2,7 @@
 """Benchmark 4, scrape latency: /metrics p50 and p99 with 1, 10 and 50 concurrent scrapers, with
 the agent healthy and with it paused (SIGSTOP) so that every probe hangs until its deadline.
 
-    .venv/bin/python bench/scrape.py [--requests 1000]
+    .venv/bin/python -m bench.scrape [--requests 1000]
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import threading
 import time
 import urllib.request
 
-from common import exporter, local_spire, pct, table
+from bench.common import exporter, local_spire, pct, table
 
 
 def load(url: str, scrapers: int, requests: int) -> list[float]:

@@ -2,7 +2,7 @@
 """Benchmark 6, series count: the series one exporter exposes, by metric, against the real agent
 with every probe on, and what they cost Prometheus across a cluster.
 
-    .venv/bin/python bench/series.py [--nodes 5000]
+    .venv/bin/python -m bench.series [--nodes 5000]
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import time
 import urllib.request
 from collections import Counter
 
-from common import exporter, local_spire, table
 from prometheus_client.parser import text_string_to_metric_families
+
+from bench.common import exporter, local_spire, table
 
 # A common planning figure for Prometheus 2.x: a few KiB of memory per active series.
 BYTES_PER_SERIES = 4096

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Generates the Grafana dashboards (the committed JSON is what users import).
 
-    python dashboards/generate.py [--out DIR]
+    python -m dashboards.generate [--out DIR]
 
 Built with grafana-foundation-sdk, Grafana's typed builders generated from its schema, so every
 panel, unit, threshold and query format is checked against what Grafana accepts. The fleet
@@ -21,8 +21,7 @@ from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import dashboard as dm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import panels as p
+from dashboards import panels as p
 
 HERE = Path(__file__).resolve().parent
 # The Helm chart can only read files inside itself, so it gets a copy of the dashboards.

@@ -1,6 +1,6 @@
 """Wires the pieces in the one direction data flows.
 
-config -> scheduler -> probes -> state -> collector -> HTTP
+config -> scheduler -> probes -> state -> collectors -> HTTP
 """
 
 from __future__ import annotations
@@ -8,19 +8,22 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 
+from exporter import collect
+from exporter.agent.monitor import JOB as AGENT_JOB
+from exporter.agent.monitor import AgentMonitor
 from exporter.client import WorkloadClient
-from exporter.collector import ExporterCollector
-from exporter.config import Config, ProbeSettings, split_listen_address
+from exporter.config import Config, split_listen_address
 from exporter.logs import event
-from exporter.monitor import AgentMonitor
-from exporter.names import AGENT_JOB
-from exporter.probes import build_probes
-from exporter.probes.base import Prober
+from exporter.probes import spec
+from exporter.result import ProbeResult
 from exporter.scheduler import Job, Scheduler
-from exporter.state import ProbeState, buckets_up_to
+from exporter.settings import ProbeSettings
+from exporter.store import State
+from exporter.store.probes import buckets_up_to
 from exporter.watch import RotationWatch
 from exporter.web import ExporterServer
 from exporter.webconfig import WebSecurity
@@ -31,10 +34,13 @@ STALLED_AFTER_INTERVALS = 3
 
 
 def probe_job(
-    prober: Prober, client: WorkloadClient, settings: ProbeSettings, state: ProbeState
+    probe: Callable[[WorkloadClient, Any], ProbeResult],
+    client: WorkloadClient,
+    settings: ProbeSettings,
+    state: State,
 ) -> Callable[[], None]:
     def run() -> None:
-        state.record(prober(client, settings))
+        state.record(probe(client, settings))
 
     return run
 
@@ -44,40 +50,39 @@ class Exporter:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        enabled = [s for s in config.probes.values() if s.enabled]
-        self.state = ProbeState(
-            config.get("limits", "max_spiffe_ids"),
-            config.get("limits", "max_trust_domains"),
-            buckets_up_to(max((s.timeout for s in enabled), default=config.get("probes", "timeout"))),
+        enabled = config.enabled()
+        deadline = max((s.timeout for _, s in enabled), default=config.probes.timeout)
+        self.state = State(
+            config.limits.max_spiffe_ids, config.limits.max_trust_domains, buckets_up_to(deadline)
         )
         self.client = WorkloadClient(config.endpoint)
-        self.probes = build_probes()
-        self.monitor = AgentMonitor(config, self.state)
+        self.monitor = AgentMonitor(config.agent, config.endpoint, self.state.agent)
         self.stop_event = threading.Event()
         jobs = []
-        for settings in enabled:
-            prober = self.probes[settings.name]
-            self.state.register(settings.name, prober.codes, settings.timeout, settings.interval)
+        for name, settings in enabled:
+            own = spec(name)
+            self.state.probes.register(name, own.codes, settings.timeout, settings.interval)
             jobs.append(
-                Job(settings.name, settings.interval, probe_job(prober, self.client, settings, self.state))
+                Job(name, settings.interval, probe_job(own.build(), self.client, settings, self.state))
             )
-        if self.monitor.process_enabled or self.monitor.health["url"]:
-            jobs.append(Job(AGENT_JOB, config.get("agent", "sample_interval"), self.monitor))
+        if self.monitor.enabled:
+            jobs.append(Job(AGENT_JOB, config.agent.sample_interval, self.monitor))
         for job in jobs:
             # A probe's own exceptions are EXPORTER_ERROR results, so its job's error count can
             # only move if recording itself fails: shown once it does, not as a zero series.
-            is_probe = job.name in self.probes
-            self.state.register_job(job.name, STALLED_AFTER_INTERVALS * job.interval, not is_probe)
-        self.scheduler = Scheduler(jobs, self.state, self.stop_event)
+            self.state.own.register_job(
+                job.name, STALLED_AFTER_INTERVALS * job.interval, job.name not in config.each
+            )
+        self.scheduler = Scheduler(jobs, self.state.own, self.stop_event)
         self.watch = (
-            RotationWatch(self.client, self.state, config.get("watch", "max_stream_age"))
-            if config.get("watch", "enabled")
+            RotationWatch(self.client, self.state, config.watch.max_stream_age)
+            if config.watch.enabled
             else None
         )
         self.registry = CollectorRegistry()
-        self.registry.register(ExporterCollector(self.state, self.monitor.process_enabled))
+        collect.register(self.registry, self.state, self.monitor.process_enabled)
         # The exporter's own process_* metrics; like the rest of /metrics they are rendered again
-        # when the probe state changes, which happens every few seconds.
+        # when the state changes, which happens every few seconds.
         ProcessCollector(registry=self.registry)
 
     def start(self) -> None:
@@ -93,15 +98,15 @@ class Exporter:
         self.client.close()
 
     def serve(self, security: WebSecurity | None = None) -> ExporterServer:
-        web = self.config.get("web")
+        web = self.config.web
         server = ExporterServer(
-            split_listen_address(web["listen_address"]),
+            split_listen_address(web.listen_address),
             self.registry,
             self.state,
-            web["telemetry_path"],
-            web["max_connections"],
+            web.telemetry_path,
+            web.max_connections,
             security,
         )
         host, port = server.socket.getsockname()[:2]
-        event(log, logging.INFO, "listening", address=f"{host}:{port}", telemetry_path=web["telemetry_path"])
+        event(log, logging.INFO, "listening", address=f"{host}:{port}", telemetry_path=web.telemetry_path)
         return server

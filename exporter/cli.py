@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from exporter import __version__, logs, webconfig
 from exporter.app import Exporter
-from exporter.config import FLAGS, Config, ConfigError, load
+from exporter.config import Config, ConfigError, flag_table, load
 from exporter.logs import event
 from exporter.once import run_once
 
@@ -30,26 +30,20 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_CONFIG)
 
 
-FLAG_HELP = {
-    "spiffe.endpoint-socket": "Workload API socket, unix:///path (default: $SPIFFE_ENDPOINT_SOCKET)",
-    "web.listen-address": "address to serve metrics on (default :9989)",
-    "web.telemetry-path": "path of the metrics page (default /metrics)",
-    "web.config.file": "exporter-toolkit web config for TLS and basic auth",
-    "log.level": "debug, info, warn or error (default info)",
-    "log.format": "logfmt or json (default logfmt)",
-    "probes.interval": "time between probes of one RPC (default 15s)",
-    "probes.timeout": "deadline of each probe (default 5s)",
-    "agent.health-url": "agent health listener base URL, e.g. http://127.0.0.1:9982",
-    "agent.cmdline-pattern": "regular expression that finds the agent process by command line",
-    "agent.pid-file": "file holding the agent's pid",
-}
 EPILOG = "commands: 'probe --once' runs every probe once; 'check-config FILE' validates a file."
 
 
 def _common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config.file", dest="config_file", metavar="FILE", help="YAML configuration file")
-    for flag in FLAGS:
-        parser.add_argument(f"--{flag}", dest=flag, default=None, metavar="VALUE", help=FLAG_HELP[flag])
+    for flag, setting in flag_table().items():
+        envs = " or ".join(f"${name}" for name in setting.meta.envs)
+        parser.add_argument(
+            f"--{flag}",
+            dest=flag,
+            default=None,
+            metavar="VALUE",
+            help=f"{setting.meta.help} Default {setting.meta.shown}; also {envs}. File key: {setting.key}.",
+        )
 
 
 def build_parsers() -> dict[str | None, argparse.ArgumentParser]:
@@ -78,7 +72,7 @@ def build_parsers() -> dict[str | None, argparse.ArgumentParser]:
 
 
 def _flags(args: argparse.Namespace) -> dict[str, str | None]:
-    return {flag: getattr(args, flag, None) for flag in FLAGS}
+    return {flag: getattr(args, flag, None) for flag in flag_table()}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -91,17 +85,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Judged as the exporter would start with it: the environment applies, and so does
             # the web config the file names.
             checked = load(args.file)
-            if checked.get("web", "config_file"):
-                webconfig.load(checked.get("web", "config_file"))
+            if checked.web.config_file:
+                webconfig.load(checked.web.config_file)
             print(f"{args.file}: configuration is valid")
             return 0
         config = load(args.config_file, flags=_flags(args))
-        web_config = config.get("web", "config_file")
+        web_config = config.web.config_file
         security = webconfig.load(web_config) if web_config and args.command is None else None
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return EXIT_CONFIG
-    logs.setup(config.get("log", "level"), config.get("log", "format"))
+    logs.setup(config.log.level, config.log.format)
     if args.command == "probe":
         return run_once(config)
     return serve(config, security)
@@ -116,7 +110,7 @@ def serve(config: Config, security: webconfig.WebSecurity | None = None) -> int:
             log,
             logging.ERROR,
             "cannot listen",
-            address=exporter.config.get("web", "listen_address"),
+            address=exporter.config.web.listen_address,
             error=str(e),
         )
         return 1

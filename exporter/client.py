@@ -64,21 +64,21 @@ class WorkloadClient:
                 )
             return self._calls[method]
 
-    def _unary(self, method: str, request: Message, response: type[R], timeout: float, header: bool) -> R:
+    def _unary(
+        self, method: str, request: Message, response: type[R], timeout: float, header: bool = True
+    ) -> R:
         call = self._callable(method, "unary_unary", response)
         answer: R = call(request, timeout=timeout, metadata=SECURITY_HEADER if header else None)
         return answer
 
-    def _first(
-        self, method: str, request: Message, response: type[R], timeout: float, header: bool, clock: Clock
-    ) -> R:
+    def _first(self, method: str, request: Message, response: type[R], timeout: float, clock: Clock) -> R:
         """The first message of a server stream; the stream is then cancelled.
 
         `clock`, if given, receives the perf_counter() of the first message's arrival, so a
         caller can time the answer without the cancellation that follows it.
         """
         call = self._callable(method, "unary_stream", response)
-        stream = call(request, timeout=timeout, metadata=SECURITY_HEADER if header else None)
+        stream = call(request, timeout=timeout, metadata=SECURITY_HEADER)
         try:
             message: R = next(stream)
             if clock is not None:
@@ -90,15 +90,12 @@ class WorkloadClient:
         finally:
             stream.cancel()
 
-    def fetch_x509_svid(
-        self, timeout: float, header: bool = True, clock: Clock = None
-    ) -> workload_pb2.X509SVIDResponse:
+    def fetch_x509_svid(self, timeout: float, clock: Clock = None) -> workload_pb2.X509SVIDResponse:
         return self._first(
             _SERVICE + "FetchX509SVID",
             workload_pb2.X509SVIDRequest(),
             workload_pb2.X509SVIDResponse,
             timeout,
-            header,
             clock,
         )
 
@@ -108,19 +105,15 @@ class WorkloadClient:
             workload_pb2.X509BundlesRequest(),
             workload_pb2.X509BundlesResponse,
             timeout,
-            True,
             clock,
         )
 
-    def fetch_jwt_svid(
-        self, audience: list[str], timeout: float, spiffe_id: str = ""
-    ) -> workload_pb2.JWTSVIDResponse:
+    def fetch_jwt_svid(self, audience: list[str], timeout: float) -> workload_pb2.JWTSVIDResponse:
         return self._unary(
             _SERVICE + "FetchJWTSVID",
-            workload_pb2.JWTSVIDRequest(audience=audience, spiffe_id=spiffe_id),
+            workload_pb2.JWTSVIDRequest(audience=audience),
             workload_pb2.JWTSVIDResponse,
             timeout,
-            True,
         )
 
     def fetch_jwt_bundles(self, timeout: float, clock: Clock = None) -> workload_pb2.JWTBundlesResponse:
@@ -129,7 +122,6 @@ class WorkloadClient:
             workload_pb2.JWTBundlesRequest(),
             workload_pb2.JWTBundlesResponse,
             timeout,
-            True,
             clock,
         )
 
@@ -141,7 +133,6 @@ class WorkloadClient:
             workload_pb2.ValidateJWTSVIDRequest(audience=audience, svid=token),
             workload_pb2.ValidateJWTSVIDResponse,
             timeout,
-            True,
         )
 
     def health_check(self, timeout: float) -> health_pb2.HealthCheckResponse:
@@ -150,7 +141,7 @@ class WorkloadClient:
             health_pb2.HealthCheckRequest(),
             health_pb2.HealthCheckResponse,
             timeout,
-            False,
+            header=False,  # the health service needs no header, as `spire-agent healthcheck` sends none
         )
 
     def watch_x509_svid(self, timeout: float) -> WatchStream:

@@ -1,205 +1,190 @@
-"""Configuration: defaults, then a YAML file, then environment variables, then flags.
+"""The exporter's configuration: defaults, then a YAML file, then environment variables, then flags.
 
-Every mistake is a ConfigError whose message is one line that names the key.
+Each setting is defined once, below, with its type, default, help and flag (see settings.py);
+each probe brings its own settings class (probes/). Every mistake is a ConfigError whose
+message is one line that names the key.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from exporter.endpoint import ENDPOINT_ENV, socket_target
-from exporter.names import (
-    FETCH_JWT_SVID,
-    FETCH_JWT_SVID_ROUNDTRIP,
-    HEALTH_CHECK,
-    PROBES,
-    VALIDATE_JWT_SVID,
-    WORKLOAD_RPCS,
+from exporter.endpoint import ENDPOINT_ENV
+from exporter.probes import registered
+from exporter.settings import (
+    ConfigError,
+    ProbeSettings,
+    Setting,
+    boolean,
+    duration,
+    integer,
+    resolve,
+    section,
+    text,
+    walk,
 )
 
-ENV_PREFIX = "SPIRE_HEALTH_EXPORTER_"
+__all__ = ["Config", "ConfigError", "ProbeSettings", "build", "load", "table"]
+
+# host:port, the host possibly empty or a bracketed IPv6 address, the port at most 65535.
+PORT = r"([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+LISTEN_ADDRESS = r"^(\[[0-9a-fA-F:.]*\]|[^:\[\]]*):" + PORT + "$"
 
 
-class ConfigError(Exception):
-    """A configuration mistake; str() is one line naming the key."""
-
-
-@dataclass(frozen=True)
-class Field:
-    kind: str  # "str", "bool", "int", "duration"
-    default: Any
-
-
-def _probe(enabled: bool, interval: str | None = None, **extra: Field) -> dict[str, Any]:
-    return {
-        "enabled": Field("bool", enabled),
-        # None: inherit probes.interval / probes.timeout.
-        "interval": Field("duration", interval),
-        "timeout": Field("duration", None),
-        **extra,
-    }
-
-
-SCHEMA: dict[str, Any] = {
-    "workload_api": {"socket": Field("str", "")},
-    "probes": {
-        "interval": Field("duration", "15s"),
-        "timeout": Field("duration", "5s"),
-        **{name: _probe(True) for name in WORKLOAD_RPCS if name != FETCH_JWT_SVID},
-        FETCH_JWT_SVID: _probe(True, audience=Field("str", "spire-health-exporter")),
-        HEALTH_CHECK: _probe(True),
-        # Longer than half the default 5 min JWT-SVID lifetime, so the agent's cached token is
-        # always due for renewal and every call reaches the server.
-        FETCH_JWT_SVID_ROUNDTRIP: _probe(
-            False, "3m", audience=Field("str", "spire-health-exporter/roundtrip")
-        ),
-    },
-    "watch": {"enabled": Field("bool", True), "max_stream_age": Field("duration", "1h")},
-    "limits": {"max_spiffe_ids": Field("int", 10), "max_trust_domains": Field("int", 32)},
-    "agent": {
-        "sample_interval": Field("duration", "15s"),
-        "proc_root": Field("str", "/proc"),
-        "process": {
-            "enabled": Field("bool", True),
-            "name": Field("str", "spire-agent"),
-            "cmdline_pattern": Field("str", ""),
-            "pid_file": Field("str", ""),
-        },
-        "cgroup": {"enabled": Field("bool", True), "root": Field("str", "/sys/fs/cgroup")},
-        "health": {
-            "url": Field("str", ""),
-            "live_path": Field("str", "/live"),
-            "ready_path": Field("str", "/ready"),
-            "timeout": Field("duration", "2s"),
-        },
-    },
-    "web": {
-        "listen_address": Field("str", ":9989"),
-        "telemetry_path": Field("str", "/metrics"),
-        "config_file": Field("str", ""),
-        "max_connections": Field("int", 128),
-    },
-    "log": {"level": Field("str", "info"), "format": Field("str", "logfmt")},
-}
-
-# Flag name -> key path. Each flag can also be given as SPIRE_HEALTH_EXPORTER_<FLAG> in the
-# environment, with dots and dashes as underscores.
-FLAGS: dict[str, tuple[str, ...]] = {
-    "spiffe.endpoint-socket": ("workload_api", "socket"),
-    "web.listen-address": ("web", "listen_address"),
-    "web.telemetry-path": ("web", "telemetry_path"),
-    "web.config.file": ("web", "config_file"),
-    "log.level": ("log", "level"),
-    "log.format": ("log", "format"),
-    "probes.interval": ("probes", "interval"),
-    "probes.timeout": ("probes", "timeout"),
-    "agent.health-url": ("agent", "health", "url"),
-    "agent.cmdline-pattern": ("agent", "process", "cmdline_pattern"),
-    "agent.pid-file": ("agent", "process", "pid_file"),
-}
-
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_duration(value: object, key: str) -> float:
-    if isinstance(value, bool):
-        raise ConfigError(f"{key}: {value!r} is not a duration (use e.g. 500ms, 15s, 5m)")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    else:
-        match = _DURATION.match(str(value).strip())
-        if not match:
-            raise ConfigError(f"{key}: {value!r} is not a duration (use e.g. 500ms, 15s, 5m)")
-        seconds = float(match.group(1)) * _UNITS[match.group(2)]
-    if seconds <= 0:
-        raise ConfigError(f"{key}: duration must be positive, got {value!r}")
-    return seconds
-
-
-def _coerce(field: Field, value: object, key: str) -> Any:
-    if value is None:
-        return None
-    if field.kind == "duration":
-        return parse_duration(value, key)
-    if field.kind == "bool":
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        raise ConfigError(f"{key}: {value!r} is not true or false")
-    if field.kind == "int":
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: {value!r} is not a whole number")
-        try:
-            return int(str(value))
-        except ValueError:
-            raise ConfigError(f"{key}: {value!r} is not a whole number") from None
-    if not isinstance(value, str | int | float) or isinstance(value, bool):
-        raise ConfigError(f"{key}: {value!r} is not a string")
-    return str(value)
-
-
-def _resolve(schema: Mapping[str, Any], layers: list[Mapping[str, Any]], prefix: str) -> dict[str, Any]:
-    """Merge the layers (later wins) over the schema's defaults, rejecting unknown keys."""
-    for layer in layers:
-        if not isinstance(layer, Mapping):
-            raise ConfigError(
-                f"{prefix.rstrip('.') or 'config'}: expected a mapping, got {type(layer).__name__}"
-            )
-        for key in layer:
-            if key not in schema:
-                raise ConfigError(f"{prefix}{key}: unknown key")
-    out: dict[str, Any] = {}
-    for key, spec in schema.items():
-        path = prefix + key
-        if isinstance(spec, Field):
-            value = _coerce(spec, spec.default, path)
-            for layer in layers:
-                if key in layer:
-                    value = _coerce(spec, layer[key], path)
-            out[key] = value
-        else:
-            out[key] = _resolve(spec, [layer.get(key) or {} for layer in layers], path + ".")
-    return out
+def _regex_problem(value: str) -> str | None:
+    try:
+        re.compile(value)
+    except re.error as e:
+        return f"not a regular expression ({e})"
+    return None
 
 
 @dataclass(frozen=True)
-class ProbeSettings:
-    name: str
-    enabled: bool
-    interval: float
-    timeout: float
-    audience: str = ""
+class WorkloadApi:
+    socket: str = text(
+        "",
+        "The agent's Workload API socket, unix:///path; required.",
+        flag="spiffe.endpoint-socket",
+        env=(ENDPOINT_ENV,),
+        pattern=r"^$|^(unix://|unix:)?/",
+        expect="an absolute unix socket path, e.g. unix:///run/spire/agent.sock",
+    )
+
+
+@dataclass(frozen=True)
+class Schedule:
+    interval: float = duration(
+        "15s", "Time between two runs of each probe; one cycle's probes start spread over it.",
+        flag="probes.interval",
+    )  # fmt: skip
+    timeout: float = duration(
+        "5s", "Deadline of each probe, for everything it does; at most its interval.", flag="probes.timeout"
+    )
+
+
+@dataclass(frozen=True)
+class Watch:
+    enabled: bool = boolean(True, "Keep a long-lived FetchX509SVID stream open to count rotations.")
+    max_stream_age: float = duration("1h", "The stream's deadline; it is reopened at once when reached.")
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_spiffe_ids: int = integer(10, "SPIFFE IDs exported as label values at most.", minimum=1)
+    max_trust_domains: int = integer(32, "Trust domains exported as label values at most.", minimum=1)
+
+
+@dataclass(frozen=True)
+class Process:
+    enabled: bool = boolean(True, "Sample the agent process: memory, peak, CPU, threads, FDs.")
+    name: str = text("spire-agent", "Process name to look for when nothing else finds the agent.")
+    cmdline_pattern: str = text(
+        "", "Regular expression that finds the agent by its command line.",
+        flag="agent.cmdline-pattern", check=_regex_problem,
+    )  # fmt: skip
+    pid_file: str = text("", "File that holds the agent's pid.", flag="agent.pid-file")
+
+
+@dataclass(frozen=True)
+class Cgroup:
+    enabled: bool = boolean(
+        True, "Read the agent's cgroup memory: usage, working set, limit, peak, OOM kills."
+    )
+    root: str = text("/sys/fs/cgroup", "Where the cgroup filesystem is mounted.")
+
+
+@dataclass(frozen=True)
+class Health:
+    url: str = text(
+        "", "Base URL of the agent's HTTP health listener, e.g. http://127.0.0.1:9982; empty: not read.",
+        flag="agent.health-url", pattern=r"^$|^https?://[^/\s]+", expect="an http(s) URL",
+    )  # fmt: skip
+    live_path: str = text("/live", "Path of the agent's liveness check.")
+    ready_path: str = text("/ready", "Path of the agent's readiness check.")
+    timeout: float = duration("2s", "Deadline of each health request.")
+
+
+@dataclass(frozen=True)
+class Agent:
+    sample_interval: float = duration("15s", "Time between two samples of the agent process and health.")
+    proc_root: str = text("/proc", "The host's /proc, where it is mounted elsewhere.")
+    process: Process = section(Process)
+    cgroup: Cgroup = section(Cgroup)
+    health: Health = section(Health)
+
+
+@dataclass(frozen=True)
+class Web:
+    listen_address: str = text(
+        ":9989", "Address to serve metrics on, host:port.",
+        flag="web.listen-address", pattern=LISTEN_ADDRESS, expect="host:port",
+    )  # fmt: skip
+    telemetry_path: str = text(
+        "/metrics", "Path of the metrics page.", flag="web.telemetry-path",
+        pattern="^/.", expect="a path that starts with / and is more than /", forbidden=("/healthz",),
+    )  # fmt: skip
+    config_file: str = text(
+        "", "exporter-toolkit web configuration (TLS, basic auth).", flag="web.config.file"
+    )
+    max_connections: int = integer(128, "Open connections at most; more are closed at once.", minimum=1)
+
+
+@dataclass(frozen=True)
+class Log:
+    level: str = text(
+        "info", "Lowest level logged.", flag="log.level", choices=("debug", "info", "warn", "error")
+    )
+    format: str = text("logfmt", "Log line format.", flag="log.format", choices=("logfmt", "json"))
 
 
 @dataclass(frozen=True)
 class Config:
-    tree: dict[str, Any]
-    endpoint: str
-    probes: dict[str, ProbeSettings]
+    workload_api: WorkloadApi = section(WorkloadApi)
+    probes: Schedule = section(Schedule)
+    watch: Watch = section(Watch)
+    limits: Limits = section(Limits)
+    agent: Agent = section(Agent)
+    web: Web = section(Web)
+    log: Log = section(Log)
+    # Each registered probe's settings, inherited values filled in (probes.<name> in the file).
+    each: Mapping[str, ProbeSettings] = dataclasses.field(default_factory=dict)
 
-    def get(self, *path: str) -> Any:
-        node: Any = self.tree
-        for part in path:
-            node = node[part]
-        return node
+    @property
+    def endpoint(self) -> str:
+        return self.workload_api.socket
+
+    def enabled(self) -> list[tuple[str, ProbeSettings]]:
+        return [(name, s) for name, s in self.each.items() if s.enabled]
+
+
+def table() -> Iterator[Setting]:
+    """Every setting, in the order of the file; each probe's settings follow probes.timeout."""
+    for setting in walk(Config):
+        yield setting
+        if setting.key == "probes.timeout":
+            for spec in registered():
+                yield from walk(spec.settings, f"probes.{spec.name}.")
+
+
+def flag_table() -> dict[str, Setting]:
+    return {s.meta.flag: s for s in table() if s.meta.flag}
 
 
 def load_file(path: str) -> dict[str, Any]:
     try:
-        text = Path(path).read_text()
+        text_ = Path(path).read_text()
     except OSError as e:
         raise ConfigError(f"config file {path}: {e.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.safe_load(text_)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -211,14 +196,17 @@ def load_file(path: str) -> dict[str, Any]:
     return data
 
 
-def _nest(path: tuple[str, ...], value: object) -> dict[str, Any]:
-    node: dict[str, Any] = {path[-1]: value}
-    for part in reversed(path[:-1]):
-        node = {part: node}
+def _nest(key: str, value: object) -> dict[str, Any]:
+    node: dict[str, Any] = {}
+    *parents, leaf = key.split(".")
+    cursor = node
+    for part in parents:
+        cursor = cursor.setdefault(part, {})
+    cursor[leaf] = value
     return node
 
 
-def _merge(a: dict[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+def _merge(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(a)
     for key, value in b.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
@@ -230,20 +218,19 @@ def _merge(a: dict[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
 
 def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     layer: dict[str, Any] = {}
-    if environ.get(ENDPOINT_ENV):
-        layer = _merge(layer, _nest(("workload_api", "socket"), environ[ENDPOINT_ENV]))
-    for flag, path in FLAGS.items():
-        name = ENV_PREFIX + re.sub(r"[.-]", "_", flag).upper()
-        if environ.get(name):
-            layer = _merge(layer, _nest(path, environ[name]))
+    for setting in table():
+        for name in setting.meta.envs:  # later names win
+            if environ.get(name):
+                layer = _merge(layer, _nest(setting.key, environ[name]))
     return layer
 
 
-def flag_overrides(flags: Mapping[str, str | None]) -> dict[str, Any]:
+def flag_overrides(given: Mapping[str, str | None]) -> dict[str, Any]:
+    known = flag_table()
     layer: dict[str, Any] = {}
-    for flag, value in flags.items():
+    for flag, value in given.items():
         if value is not None:
-            layer = _merge(layer, _nest(FLAGS[flag], value))
+            layer = _merge(layer, _nest(known[flag].key, value))
     return layer
 
 
@@ -251,15 +238,18 @@ def build(
     file_data: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
     flags: Mapping[str, str | None] | None = None,
-    require_endpoint: bool = True,
 ) -> Config:
     layers = [
         file_data or {},
         env_overrides(os.environ if environ is None else environ),
         flag_overrides(flags or {}),
     ]
-    tree = _resolve(SCHEMA, layers, "")
-    return _validate(tree, require_endpoint)
+    for layer in layers:  # each layer on its own, so a bad value is named even when overridden
+        _resolve(layer)
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged = _merge(merged, layer)
+    return _check(_resolve(merged))
 
 
 def load(
@@ -270,68 +260,44 @@ def load(
     return build(load_file(path) if path else {}, environ, flags)
 
 
-def _validate(tree: dict[str, Any], require_endpoint: bool) -> Config:
-    endpoint = tree["workload_api"]["socket"]
-    if endpoint:
-        try:
-            socket_target(endpoint)
-        except ValueError as e:
-            raise ConfigError(f"workload_api.socket: {e}") from None
-    elif require_endpoint:
+def _resolve(data: Mapping[str, Any]) -> Config:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config: expected a mapping, got {type(data).__name__}")
+    probes = data.get("probes") or {}
+    if not isinstance(probes, Mapping):
+        raise ConfigError(f"probes: expected a mapping, got {type(probes).__name__}")
+    names = {spec.name for spec in registered()}
+    schedule = {k: v for k, v in probes.items() if k not in names}
+    config = resolve(Config, {**data, "probes": schedule})
+    each = {}
+    for spec in registered():
+        own = resolve(spec.settings, probes.get(spec.name), f"probes.{spec.name}.")
+        each[spec.name] = dataclasses.replace(
+            own,
+            interval=own.interval or config.probes.interval,
+            timeout=own.timeout or config.probes.timeout,
+        )
+    for spec in registered():
+        if spec.settle is not None:
+            each[spec.name] = spec.settle(each[spec.name], each)
+    return dataclasses.replace(config, each=each)
+
+
+def _check(config: Config) -> Config:
+    """What no single setting can judge alone."""
+    if not config.endpoint:
         raise ConfigError(
             f"workload_api.socket: not set (set it in the file, {ENDPOINT_ENV}, or --spiffe.endpoint-socket)"
         )
-    p = tree["probes"]
-    probes = {}
-    for name in PROBES:
-        own = p[name]
-        interval = own["interval"] or p["interval"]
-        timeout = own["timeout"] or p["timeout"]
-        if own["enabled"] and timeout > interval:
+    for name, own in config.enabled():
+        if own.timeout > own.interval:
             raise ConfigError(
-                f"probes.{name}.timeout: {timeout:g}s is longer than its interval {interval:g}s, "
+                f"probes.{name}.timeout: {own.timeout:g}s is longer than its interval {own.interval:g}s, "
                 "so probes would overlap"
             )
-        # ValidateJWTSVID checks the token the fetch_jwt_svid probe's audience gets.
-        audience = own.get("audience", p[FETCH_JWT_SVID]["audience"] if name == VALIDATE_JWT_SVID else "")
-        probes[name] = ProbeSettings(name, own["enabled"], interval, timeout, audience)
-    for name in (FETCH_JWT_SVID, FETCH_JWT_SVID_ROUNDTRIP):
-        if not p[name]["audience"]:
-            raise ConfigError(f"probes.{name}.audience: must not be empty")
-    if p[FETCH_JWT_SVID]["audience"] == p[FETCH_JWT_SVID_ROUNDTRIP]["audience"]:
-        raise ConfigError(
-            f"probes.{FETCH_JWT_SVID_ROUNDTRIP}.audience: must differ from probes.fetch_jwt_svid.audience, "
-            "or the cached probe would keep renewing the round-trip token"
-        )
-    for key in ("max_spiffe_ids", "max_trust_domains"):
-        if tree["limits"][key] < 1:
-            raise ConfigError(f"limits.{key}: must be at least 1")
-    web = tree["web"]
-    try:
-        split_listen_address(web["listen_address"])
-    except ValueError as e:
-        raise ConfigError(f"web.listen_address: {e}") from None
-    path = web["telemetry_path"]
-    if not path.startswith("/") or path in ("/", "/healthz"):
-        raise ConfigError(f"web.telemetry_path: {path!r} must start with / and not be / or /healthz")
-    if web["max_connections"] < 1:
-        raise ConfigError("web.max_connections: must be at least 1")
-    if tree["log"]["level"] not in ("debug", "info", "warn", "error"):
-        raise ConfigError(f"log.level: {tree['log']['level']!r} is not one of debug, info, warn, error")
-    if tree["log"]["format"] not in ("logfmt", "json"):
-        raise ConfigError(f"log.format: {tree['log']['format']!r} is not logfmt or json")
-    try:
-        re.compile(tree["agent"]["process"]["cmdline_pattern"])
-    except re.error as e:
-        raise ConfigError(f"agent.process.cmdline_pattern: not a regular expression ({e})") from None
-    health_url = tree["agent"]["health"]["url"]
-    if health_url and not re.match(r"^https?://[^/\s]+", health_url):
-        raise ConfigError(f"agent.health.url: {health_url!r} is not an http(s) URL")
-    return Config(tree, endpoint, probes)
+    return config
 
 
 def split_listen_address(address: str) -> tuple[str, int]:
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"{address!r} is not host:port")
+    host, _, port = address.rpartition(":")
     return host.strip("[]"), int(port)

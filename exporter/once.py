@@ -6,28 +6,27 @@ import sys
 import time
 from typing import TextIO
 
+from exporter.agent.monitor import AgentMonitor
+from exporter.answers import SvidInfo
 from exporter.client import WorkloadClient
 from exporter.config import Config
-from exporter.monitor import AgentMonitor
-from exporter.probes import build_probes
-from exporter.state import ProbeResult, ProbeState
+from exporter.probes import spec
+from exporter.result import ProbeResult
+from exporter.store.agent import AgentStore
 
 
 def _row(result: ProbeResult, now: float) -> list[str]:
-    ids = ", ".join(sorted({s.spiffe_id for s in result.svids})) or "-"
-    expiry = min((s.expiry for s in result.svids), default=None)
+    svids = [f for f in result.facts if isinstance(f, SvidInfo)]
+    ids = ", ".join(sorted({s.spiffe_id for s in svids})) or "-"
+    expiry = min((s.expiry for s in svids), default=None)
     left = "-" if expiry is None else f"{(expiry - now) / 60:.1f} min"
     detail = "" if result.ok else result.message
     return [result.rpc, result.code, f"{result.duration * 1000:.1f} ms", ids, left, detail]
 
 
 def run_once(config: Config, out: TextIO = sys.stdout) -> int:
-    probes = build_probes()
-    results = []
     with WorkloadClient(config.endpoint) as client:
-        for name, settings in config.probes.items():
-            if settings.enabled:
-                results.append(probes[name](client, settings))
+        results = [spec(name).build()(client, settings) for name, settings in config.enabled()]
     now = time.time()
     table = [
         ["RPC", "RESULT", "LATENCY", "SPIFFE ID", "EXPIRES IN", "ERROR"],
@@ -38,9 +37,9 @@ def run_once(config: Config, out: TextIO = sys.stdout) -> int:
         print(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip(), file=out
         )
-    state = ProbeState()
-    AgentMonitor(config, state)()
-    snap = state.snapshot()
+    store = AgentStore()
+    AgentMonitor(config.agent, config.endpoint, store)()
+    snap = store.snapshot()
     if snap.process is not None:
         p = snap.process
         limit = snap.cgroup.limit if snap.cgroup else None

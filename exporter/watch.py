@@ -17,18 +17,20 @@ import grpc
 from exporter.answers import MalformedAnswer, x509_svids
 from exporter.client import WatchStream, WorkloadClient
 from exporter.logs import describe, event
-from exporter.names import WATCH_JOB
 from exporter.probes.base import classify
-from exporter.state import EXPORTER_ERROR, ProbeState
+from exporter.result import EXPORTER_ERROR
+from exporter.store import State
 
 log = logging.getLogger("exporter.watch")
 MIN_BACKOFF, MAX_BACKOFF = 0.5, 30.0
+JOB = "watch"
 
 
 class RotationWatch:
-    def __init__(self, client: WorkloadClient, state: ProbeState, max_stream_age: float) -> None:
+    def __init__(self, client: WorkloadClient, state: State, max_stream_age: float) -> None:
         self.client = client
-        self.state = state
+        self.own = state.own
+        self.identities = state.identities
         self.max_stream_age = max_stream_age
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -42,12 +44,9 @@ class RotationWatch:
         return self.max_stream_age + 2 * MAX_BACKOFF
 
     def start(self) -> None:
-        self.state.register_job(WATCH_JOB, self.max_quiet)
-        self.state.set_watch_up(False)
+        self.own.register_job(JOB, self.max_quiet)
+        self.own.set_watch_up(False)
         self._thread.start()
-
-    def alive(self) -> bool:
-        return self._thread.is_alive()
 
     def stop(self) -> None:
         self._stop.set()
@@ -62,11 +61,11 @@ class RotationWatch:
             opened = time.monotonic()
             try:
                 got_message, code, message = self._follow()
-                self.state.job_done(WATCH_JOB)
+                self.own.job_done(JOB)
             except Exception as e:  # a bug must not end the watch: count it, then open a new stream
-                self.state.job_failed(WATCH_JOB)
+                self.own.job_failed(JOB)
                 got_message, code, message = False, EXPORTER_ERROR, describe(e)
-            self.state.set_watch_up(False)
+            self.own.set_watch_up(False)
             if self._stop.is_set():
                 return
             if got_message:
@@ -78,12 +77,12 @@ class RotationWatch:
                 self._broken = True
             self._stop.wait(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF)
-            self.state.count_watch_reconnect()
+            self.own.count_watch_reconnect()
 
     def _answer_handled(self) -> None:
         """A heartbeat, and the watch is up; the first answer after a break restores it."""
-        self.state.job_done(WATCH_JOB)
-        self.state.set_watch_up(True)
+        self.own.job_done(JOB)
+        self.own.set_watch_up(True)
         if self._broken:
             event(log, logging.INFO, "rotation watch stream restored")
             self._broken = False
@@ -102,7 +101,7 @@ class RotationWatch:
                 except MalformedAnswer as e:
                     event(log, logging.WARNING, "rotation watch got a malformed update", error=str(e))
                 else:
-                    for spiffe_id in self.state.record_watch(svids):
+                    for spiffe_id in self.identities.record_watch(svids):
                         event(log, logging.INFO, "X.509-SVID rotated", spiffe_id=spiffe_id)
                 # Up once an answer has been handled: one that raises ends the stream instead.
                 self._answer_handled()

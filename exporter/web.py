@@ -19,7 +19,7 @@ from prometheus_client.exposition import choose_encoder
 
 from exporter import __version__
 from exporter.logs import event
-from exporter.state import ProbeState
+from exporter.store import State
 from exporter.webconfig import WebSecurity
 
 log = logging.getLogger("exporter.web")
@@ -65,7 +65,7 @@ class ExporterServer(ThreadingHTTPServer):
         self,
         address: tuple[str, int],
         registry: CollectorRegistry,
-        state: ProbeState,
+        state: State,
         telemetry_path: str = "/metrics",
         max_connections: int = 128,
         security: WebSecurity | None = None,
@@ -181,7 +181,7 @@ class Handler(BaseHTTPRequestHandler):
         if path == self.server.telemetry_path:
             self._reply(200, *self.server.exposition(self.headers.get("Accept", "")), head)
         elif path == "/healthz":
-            stalled = self.server.state.stalled_jobs()
+            stalled = self.server.state.own.stalled_jobs()
             if stalled:
                 # The process answers, but these figures have stopped moving: restart it.
                 body = f"stalled: {', '.join(stalled)}\n".encode()
@@ -215,11 +215,11 @@ def _bytes(n: int | None) -> str:
     return "-" if n is None else f"{n / 2**20:.1f} MiB"
 
 
-def status_page(state: ProbeState, telemetry_path: str) -> str:
-    snap = state.snapshot()
+def status_page(state: State, telemetry_path: str) -> str:
+    agent = state.agent.snapshot()
     now = time.time()
     rows = []
-    for rpc, stats in sorted(snap.rpcs.items()):
+    for rpc, stats in sorted(state.probes.snapshot().items()):
         last = stats.last
         result = "pending" if last is None else last.code
         latency = "-" if last is None else f"{last.duration * 1000:.1f} ms"
@@ -230,9 +230,9 @@ def status_page(state: ProbeState, telemetry_path: str) -> str:
         )
     svids = [
         f"<tr><td>{kind}</td><td>{html.escape(sid)}</td><td>{(s.expiry - now) / 60:.1f} min</td></tr>"
-        for (kind, sid), s in sorted(snap.svids.items())
+        for (kind, sid), s in sorted(state.identities.snapshot().svids.items())
     ]
-    proc, group = snap.process, snap.cgroup
+    proc, group = agent.process, agent.cgroup
     memory = (
         "agent process not found"
         if proc is None

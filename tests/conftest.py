@@ -5,41 +5,77 @@ Under CI=true a real component that can't be had fails the run instead of skippi
 
 from __future__ import annotations
 
-import importlib.util
+import dataclasses
 import logging
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING
 
 import pytest
+import yaml
+
+from harness.local_spire import LocalSpire, SpireUnavailable
+from harness.paths import ROOT as ROOT  # the tests import it from here
 
 if TYPE_CHECKING:
-    from local_cluster import Cluster
+    from harness.local_cluster import Cluster
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def load(path: Path) -> ModuleType:
-    """A script of the repository (alerts/generate.py, dashboards/generate.py) as a module."""
-    name = path.stem + "_under_test_" + path.parent.name
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
+# The five Workload API probes by their names, as the exporter's rpc label gives them.
+WORKLOAD_RPCS = (
+    "fetch_x509_svid",
+    "fetch_x509_bundles",
+    "fetch_jwt_svid",
+    "fetch_jwt_bundles",
+    "validate_jwt_svid",
+)
 
 
-sys.path.insert(0, str(ROOT / "scripts"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+def tool(name: str) -> str:
+    path = shutil.which(name)
+    if not path:
+        require(f"{name} is not installed (Debian's prometheus / prometheus-alertmanager packages)")
+    return path
 
-from local_spire import LocalSpire, SpireUnavailable  # noqa: E402
+
+def shipped_alerts() -> list[dict]:
+    from alerts.generate import RULES_FILE
+
+    groups = yaml.safe_load((ROOT / "alerts" / RULES_FILE).read_text())["groups"]
+    return [r for g in groups for r in g["rules"] if "alert" in r]
+
+
+# The exporter's own series about the agent; every other spire_agent_ name is SPIRE's telemetry.
+EXPORTER_AGENT = (
+    "spire_agent_process_",
+    "spire_agent_cgroup_",
+    "spire_agent_socket_",
+    "spire_agent_grpc_",
+    "spire_agent_http_",
+)
+
+
+def metric_source(metric: str) -> str:
+    if ":" in metric:
+        return "rule"
+    if metric.startswith("spire_server_"):
+        return "server"
+    if metric.startswith("spire_agent_") and not metric.startswith(EXPORTER_AGENT):
+        return "agent"
+    return "exporter"
+
+
+def fill(expr: str, node: str) -> str:
+    return (
+        expr.replace("$cluster", ".*").replace("$job", "spire-health-exporter").replace("$node", node)
+        .replace("$__rate_interval", "1m").replace("$__range", "5m")
+    )  # fmt: skip
+
 
 IN_CI = os.environ.get("CI") == "true"
 
@@ -51,6 +87,35 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=float(os.environ.get("SOAK_SECONDS", "60")),
         help="length of the soak test (default 60 s, or $SOAK_SECONDS; the full run is 600)",
     )
+
+
+def cli(
+    *args: str, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The command as installed; `env`, if given, is the whole environment (PATH is kept)."""
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=None if env is None else {"PATH": os.environ["PATH"], **env},
+    )
+
+
+# The Kubernetes version the offline schemas and `helm template` are given.
+K8S_VERSION = "1.31.0"
+
+
+def helm() -> str:
+    path = os.environ.get("HELM_BIN") or shutil.which("helm")
+    if not path:
+        require("helm is not available (scripts/build-helm builds it with Go)")
+    return path
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `last` run after all others (the secrets check searches their output)."""
+    items.sort(key=lambda item: item.get_closest_marker("last") is not None)
 
 
 def require(reason: str) -> None:
@@ -67,7 +132,7 @@ def host_state() -> tuple[set[str], set[str]]:
     return mounts, set(os.listdir("/sys/class/net"))
 
 
-# Every log line and page the exporter produced in this run, for test_zz_no_secrets.py.
+# Every log line and page the exporter produced in this run, for test_no_secrets.py.
 OUTPUTS: list[str] = []
 
 
@@ -139,7 +204,7 @@ def endpoint(spire: LocalSpire) -> str:
 
 @pytest.fixture
 def fake_agent(tmp_path: Path) -> Iterator:
-    from fake_agent import FakeAgent
+    from harness.fake_agent import FakeAgent
 
     agent = FakeAgent(str(tmp_path / "fake.sock")).start()
     yield agent
@@ -155,15 +220,52 @@ def fake_client(fake_agent) -> Iterator:
 
 
 def settings(name: str, timeout: float = 2.0, interval: float = 5.0, audience: str = "test-audience"):
-    from exporter.config import ProbeSettings
+    """A probe's own settings class, filled in as the configuration would."""
+    from exporter.probes import spec
 
-    return ProbeSettings(name, True, interval, timeout, audience)
+    cls = spec(name).settings
+    values = {"enabled": True, "interval": interval, "timeout": timeout}
+    if any(f.name == "audience" for f in dataclasses.fields(cls)):
+        values["audience"] = audience
+    return cls(**values)
+
+
+def probe(name: str):
+    """A fresh, guarded probe by its name."""
+    from exporter.probes import spec
+
+    return spec(name).build()
+
+
+def run(client, name: str, timeout: float = 2.0):
+    """One run of a probe by its name, with test settings."""
+    return probe(name)(client, settings(name, timeout=timeout))
+
+
+def render(registry) -> dict:
+    """Every sample a registry renders, parsed back from the text format."""
+    from prometheus_client import generate_latest
+
+    from harness.promtext import parse
+
+    return parse(generate_latest(registry).decode())
+
+
+def state_registry(state):
+    """A registry of the exporter's collectors over `state`."""
+    from prometheus_client import CollectorRegistry
+
+    from exporter import collect
+
+    registry = CollectorRegistry()
+    collect.register(registry, state)
+    return registry
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    """A one-node cluster with SPIRE in it (scripts/local_cluster.py), for one test module."""
-    from local_cluster import Cluster
+    """A one-node cluster with SPIRE in it (harness/local_cluster.py), for one test module."""
+    from harness.local_cluster import Cluster
 
     if os.getuid() != 0:
         require("the cluster needs root")

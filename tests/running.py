@@ -9,12 +9,12 @@ from collections.abc import Callable
 from typing import Any
 
 from conftest import record_output
-from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import config
 from exporter.app import Exporter
+from harness.promtext import Samples, get, parse
 
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+__all__ = ["RunningExporter", "Samples", "fast_config", "get", "parse"]
 
 
 def fast_config(endpoint: str, **overrides: Any) -> config.Config:
@@ -53,9 +53,6 @@ class RunningExporter:
         self.server.server_close()
         self.exporter.stop()
 
-    def watch_alive(self) -> bool:
-        return self.exporter.watch is not None and self.exporter.watch.alive()
-
     def text(self, path: str = "/metrics") -> str:
         with urllib.request.urlopen(self.url + path, timeout=5) as response:
             text = response.read().decode()
@@ -77,16 +74,3 @@ class RunningExporter:
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out after {timeout} s waiting for {what}")
             time.sleep(0.2)
-
-
-def parse(text: str) -> Samples:
-    """Every sample of a /metrics page, by name and sorted labels."""
-    samples: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return samples
-
-
-def get(samples: Samples, name: str, **labels: str) -> float | None:
-    return samples.get((name, tuple(sorted(labels.items()))))

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import psutil
 from conftest import require
-from local_spire import wait_until
 
-from exporter import agent_process, cgroup
+from exporter.agent import cgroup
+from exporter.agent import process as agent_process
+from harness.local_spire import wait_until
 
 
 def write(root: Path, rel: str, text: str) -> None:
@@ -205,3 +206,41 @@ def test_the_exporter_is_never_its_own_agent(tmp_path: Path) -> None:
         own.listen()
         assert agent_process.socket_peer(str(sock)) == os.getpid()
         assert agent_process.ProcessFinder(f"she-nothing-{os.getpid()}", socket_path=str(sock)).find() is None
+
+
+def fake_proc(root: Path, pid: int, name: str, start_ticks: int) -> None:
+    """The few /proc files psutil reads to name a process and tell when it started."""
+    (root / str(pid)).mkdir(parents=True, exist_ok=True)
+    (root / "stat").write_text("cpu 0 0 0 0 0 0 0 0 0 0\nbtime 1700000000\n")
+    fields = ["S", "1", "1", "1", "0", "-1", "0"] + ["0"] * 12 + [str(start_ticks)] + ["0"] * 30
+    (root / str(pid) / "stat").write_text(f"{pid} ({name}) " + " ".join(fields) + "\n")
+    (root / str(pid) / "comm").write_text(name + "\n")
+    (root / str(pid) / "cmdline").write_text(f"/opt/{name}\0run\0")
+    (root / str(pid) / "status").write_text(f"Name:\t{name}\nState:\tS (sleeping)\n")
+
+
+def test_cached_agent_process_is_not_trusted_after_pid_reuse(tmp_path) -> None:
+    import psutil
+
+    from exporter.agent.process import ProcessFinder
+
+    saved = psutil.PROCFS_PATH
+    try:
+        (tmp_path / "pid").write_text("4242\n")
+        fake_proc(tmp_path / "proc", 4242, "spire-agent", 1000)
+        finder = ProcessFinder(
+            "spire-agent", pid_file=str(tmp_path / "pid"), proc_root=str(tmp_path / "proc")
+        )
+        first = finder.find()
+        assert first is not None and first.pid == 4242
+        # The agent exits; its PID is handed to another process that started later.
+        fake_proc(tmp_path / "proc", 4242, "impostor", 5000)
+        (tmp_path / "pid").write_text("")
+        assert finder.find() is None
+        # The pid file names the new agent: it is found again, with its own start time.
+        fake_proc(tmp_path / "proc", 4343, "spire-agent", 6000)
+        (tmp_path / "pid").write_text("4343\n")
+        again = finder.find()
+        assert again is not None and again.pid == 4343
+    finally:
+        psutil.PROCFS_PATH = saved

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT, require
-from prom_stack import Alertmanager, Webhook, binaries
-from test_alerts_dashboards import shipped_alerts, tool
+from conftest import ROOT, require, shipped_alerts, tool
+
+from harness.prom_stack import Alertmanager, Webhook, binaries
 
 CONFIG = ROOT / "alerts" / "alertmanager.example.yml"
 RECEIVER = {"critical": "pager", "warning": "ticket", "info": "blackhole"}

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 
 import pytest
 import yaml
-from conftest import ROOT, load, require
+from conftest import ROOT, metric_source, shipped_alerts, tool
 
-generate_alerts = load(ROOT / "alerts" / "generate.py")
-generate_dashboards = load(ROOT / "dashboards" / "generate.py")
+from alerts import generate as generate_alerts
+from dashboards import generate as generate_dashboards
+
 RUNBOOK_ANCHORS = {
     "#" + re.sub(r"[^a-z0-9-]", "", line[3:].strip().lower().replace(" ", "-"))
     for line in (ROOT / "docs" / "runbooks.md").read_text().splitlines()
@@ -34,18 +34,6 @@ REQUIRED = {
     "SpireHealthExporterDown",
     "SpireHealthExporterAbsent",
 }
-
-
-def tool(name: str) -> str:
-    path = shutil.which(name)
-    if not path:
-        require(f"{name} is not installed (Debian's prometheus / prometheus-alertmanager packages)")
-    return path
-
-
-def shipped_alerts() -> list[dict]:
-    groups = yaml.safe_load((ROOT / "alerts" / generate_alerts.RULES_FILE).read_text())["groups"]
-    return [r for g in groups for r in g["rules"] if "alert" in r]
 
 
 def test_committed_rule_files_are_what_the_generator_makes() -> None:
@@ -157,24 +145,6 @@ def test_dashboard_shape(name) -> None:
 
 SEL = 'cluster=~"$cluster", job=~"$job", node=~"$node"'
 AGENT_SEL = 'cluster=~"$cluster", node=~"$node"'
-# The exporter's own series about the agent; every other spire_agent_ name is SPIRE's telemetry.
-EXPORTER_AGENT = (
-    "spire_agent_process_",
-    "spire_agent_cgroup_",
-    "spire_agent_socket_",
-    "spire_agent_grpc_",
-    "spire_agent_http_",
-)
-
-
-def metric_source(metric: str) -> str:
-    if ":" in metric:
-        return "rule"
-    if metric.startswith("spire_server_"):
-        return "server"
-    if metric.startswith("spire_agent_") and not metric.startswith(EXPORTER_AGENT):
-        return "agent"
-    return "exporter"
 
 
 def test_the_fleet_dashboard_scales_to_thousands_of_nodes() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -13,26 +12,13 @@ import time
 import urllib.request
 
 import pytest
-from conftest import record_output, require
-from local_spire import free_port
+from conftest import WORKLOAD_RPCS as RPCS
+from conftest import cli, record_output, require
 
 from exporter.client import WorkloadClient
-from exporter.names import WORKLOAD_RPCS as RPCS
+from harness.local_spire import free_port
 
 pytestmark = pytest.mark.spire
-
-
-def cli(
-    *args: str, timeout: float = 60, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """The command as installed; `env`, if given, is the whole environment (PATH is kept)."""
-    return subprocess.run(
-        [sys.executable, "-m", "exporter", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=None if env is None else {"PATH": os.environ["PATH"], **env},
-    )
 
 
 def test_probe_once_healthy(spire, endpoint) -> None:

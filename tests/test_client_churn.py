@@ -1,7 +1,7 @@
 """The seed's third cause against the real agent: clients that open a source per request, and
 sources that leak. Real SPIRE v1.13.3 (telemetry on, debug logs), the exporter, a real
 Prometheus scraping both with the shipped rules (only `for:` shortened), and the clients of
-scripts/workload_clients.py run as separate processes, one after another:
+harness/workload_clients.py run as separate processes, one after another:
 
 - a well-behaved client (one channel, one stream) fires nothing;
 - a leaking client raises SPIRE's in-flight gauge and the exporter's socket count together,
@@ -20,16 +20,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import ROOT, load, require
-from local_spire import LocalSpire, SpireUnavailable, wait_until
-from prom_stack import PromStack, Webhook, binaries
+from conftest import ROOT, require
 from running import RunningExporter
 
 from exporter import config
+from harness.local_spire import LocalSpire, SpireUnavailable, wait_until
+from harness.prom_stack import PromStack, Webhook, binaries
 
 pytestmark = [pytest.mark.spire, pytest.mark.prometheus, pytest.mark.slow]
 LABELS = {"node": "churn-node", "cluster": "test"}
-CLIENTS = ROOT / "scripts" / "workload_clients.py"
+CLIENTS = "harness.workload_clients"
 CHURN, GROWING = "SpireAgentWorkloadAPIChurnHigh", "SpireAgentWorkloadAPIStreamsGrowing"
 
 
@@ -42,7 +42,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalSpire
     except SpireUnavailable as e:
         require(str(e))
     workdir = tmp_path_factory.mktemp("churn")
-    generate = load(ROOT / "alerts" / "generate.py")
+    from alerts import generate
+
     rules = workdir / "rules.yml"
     rules.write_text(
         generate.render(generate.load_config(ROOT / "alerts" / "config.yml"), "3s")[generate.RULES_FILE]
@@ -77,8 +78,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalSpire
 
 
 def client(spire: LocalSpire, mode: str, *args: str) -> subprocess.Popen[str]:
-    argv = [sys.executable, str(CLIENTS), mode, "--socket", str(spire.agent_socket), *args]
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    argv = [sys.executable, "-m", CLIENTS, mode, "--socket", str(spire.agent_socket), *args]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
 
 
 def finish(proc: subprocess.Popen[str]) -> dict[str, Any]:

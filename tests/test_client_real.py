@@ -9,6 +9,7 @@ import pytest
 from cryptography import x509
 
 from exporter import answers
+from exporter._proto import workload_pb2
 from exporter.client import WorkloadClient
 
 pytestmark = pytest.mark.spire
@@ -58,8 +59,17 @@ def test_client_reuses_one_channel_and_cancels_streams(spire, endpoint) -> None:
 
 
 def test_missing_security_header_is_invalid_argument(spire, endpoint) -> None:
-    with WorkloadClient(endpoint) as client, pytest.raises(grpc.RpcError) as raised:
-        client.fetch_x509_svid(timeout=5, header=False)
+    """What the agent answers a client that forgets the header, which ours always sends."""
+    with (
+        grpc.insecure_channel(f"unix:{spire.agent_socket}") as channel,
+        pytest.raises(grpc.RpcError) as raised,
+    ):
+        fetch = channel.unary_stream(
+            "/SpiffeWorkloadAPI/FetchX509SVID",
+            request_serializer=workload_pb2.X509SVIDRequest.SerializeToString,
+            response_deserializer=workload_pb2.X509SVIDResponse.FromString,
+        )
+        next(fetch(workload_pb2.X509SVIDRequest(), timeout=5))
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "security header" in raised.value.details()
 

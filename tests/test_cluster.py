@@ -17,17 +17,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, assert_down_leaves_nothing, record_output
-from local_cluster import EXPORTER_ID, EXPORTER_NAMESPACE, EXPORTER_RELEASE, Cluster, ClusterError
-from local_spire import wait_until
+from conftest import WORKLOAD_RPCS, assert_down_leaves_nothing, record_output
 from running import Samples, get, parse
 
-from exporter.names import HEALTH_CHECK, VALIDATE_JWT_SVID, WORKLOAD_RPCS
 from exporter.probes.validate_jwt_svid import NO_TOKEN
+from harness.local_cluster import EXPORTER_ID, EXPORTER_NAMESPACE, EXPORTER_RELEASE, Cluster, ClusterError
+from harness.local_spire import wait_until
+from harness.paths import CHART
 
 pytestmark = [pytest.mark.spire, pytest.mark.cluster]
 
-CHART = ROOT / "deploy" / "helm" / "spire-health-exporter"
 VALUES = {
     "image": {"repository": "localhost/spire-health-exporter", "tag": "dev", "pullPolicy": "Never"},
     "probes": {"interval": "2s", "timeout": "1s"},
@@ -69,7 +68,7 @@ def scrape(cluster: Cluster) -> Samples:
 
 def probes_ok(samples: Samples) -> bool:
     return all(
-        get(samples, "spire_workload_api_probe_success", rpc=r) == 1 for r in (*WORKLOAD_RPCS, HEALTH_CHECK)
+        get(samples, "spire_workload_api_probe_success", rpc=r) == 1 for r in (*WORKLOAD_RPCS, "health_check")
     )
 
 
@@ -201,7 +200,7 @@ def test_removing_the_entry_gives_permission_denied_and_nothing_else(release: Cl
     (entry,) = release.exporter_entry_ids()
     # Validation needs a token first; when the fetch is denied it reports NO_TOKEN, with the
     # fetch's PERMISSION_DENIED in its message.
-    expected = {r: NO_TOKEN if r == VALIDATE_JWT_SVID else "PERMISSION_DENIED" for r in WORKLOAD_RPCS}
+    expected = {r: NO_TOKEN if r == "validate_jwt_svid" else "PERMISSION_DENIED" for r in WORKLOAD_RPCS}
     release.delete_entry(entry)
     try:
         denied = wait_for(
@@ -221,7 +220,7 @@ def test_removing_the_entry_gives_permission_denied_and_nothing_else(release: Cl
     }
     # OK is the probes that ran before the agent's next sync dropped the entry.
     assert all(code in ("OK", expected.get(rpc)) for rpc, code in new_codes), new_codes
-    assert get(denied, "spire_workload_api_probe_success", rpc=HEALTH_CHECK) == 1
+    assert get(denied, "spire_workload_api_probe_success", rpc="health_check") == 1
     assert get(denied, "spire_agent_process_up") == 1
     wait_for(release, probes_ok, 90, "every probe OK again with the entry back")
 
@@ -313,5 +312,5 @@ def test_helm_upgrade_with_a_new_interval_rolls_the_pods_and_takes_effect(releas
     assert len(gaps) >= 2 and all(4.0 < g < 6.0 for g in gaps), gaps
 
 
-def test_zz_down_leaves_no_process_mount_cgroup_or_device(cluster: Cluster) -> None:
+def test_down_leaves_no_process_mount_cgroup_or_device(cluster: Cluster) -> None:
     assert_down_leaves_nothing(cluster)

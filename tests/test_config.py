@@ -7,8 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
+from conftest import cli
 
 from exporter import config
+from exporter.settings import parse_duration
 
 DATA = Path(__file__).parent / "testdata"
 BAD = sorted((DATA / "bad-configs").glob("*.yml"))
@@ -78,15 +81,26 @@ def test_unknown_flag_is_exit_2() -> None:
 def test_full_example_matches_defaults() -> None:
     full = config.load(str(DATA / "good-configs" / "full.yml"), environ={})
     minimal = config.load(str(DATA / "good-configs" / "minimal.yml"), environ={})
-    assert full.get("probes", "interval") == 15.0 == minimal.get("probes", "interval")
+    assert full.probes.interval == 15.0 == minimal.probes.interval
     assert (
-        full.probes["fetch_jwt_svid_roundtrip"].enabled
-        and not minimal.probes["fetch_jwt_svid_roundtrip"].enabled
+        full.each["fetch_jwt_svid_roundtrip"].enabled and not minimal.each["fetch_jwt_svid_roundtrip"].enabled
     )
-    assert minimal.probes["fetch_jwt_svid_roundtrip"].interval == 180.0
-    assert minimal.get("web", "listen_address") == ":9989"
-    # The schema's defaults and the documented full example cover the same keys.
-    assert set(full.tree) == set(config.SCHEMA)
+    assert minimal.each["fetch_jwt_svid_roundtrip"].interval == 180.0
+    assert minimal.web.listen_address == ":9989"
+    # The documented full example sets every key of the table.
+    written = yaml.safe_load((DATA / "good-configs" / "full.yml").read_text())
+
+    def has(key: str) -> bool:
+        node = written
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return False
+            node = node[part]
+        return True
+
+    inherited = {s.key for s in config.table() if s.meta.inherit}
+    missing = [s.key for s in config.table() if not has(s.key) and s.key not in inherited]
+    assert not missing
 
 
 def test_precedence_flag_over_env_over_file(tmp_path: Path) -> None:
@@ -97,16 +111,16 @@ def test_precedence_flag_over_env_over_file(tmp_path: Path) -> None:
     env = {"SPIFFE_ENDPOINT_SOCKET": "unix:///env.sock", "SPIRE_HEALTH_EXPORTER_WEB_LISTEN_ADDRESS": ":2222"}
     c = config.load(str(path), environ=env, flags={"web.listen-address": ":3333"})
     assert c.endpoint == "unix:///env.sock"
-    assert c.get("web", "listen_address") == ":3333"
-    assert c.get("probes", "interval") == 30.0
+    assert c.web.listen_address == ":3333"
+    assert c.probes.interval == 30.0
     c = config.load(str(path), environ=env, flags={})
-    assert c.get("web", "listen_address") == ":2222"
+    assert c.web.listen_address == ":2222"
     c = config.load(str(path), environ={}, flags={"spiffe.endpoint-socket": "/flag.sock"})
     assert c.endpoint == "/flag.sock"
     # The chart gives the agent's health URL through the environment, the node's IP filled in by
     # Kubernetes; it is checked as a URL like any other source.
     c = config.load(str(path), environ={"SPIRE_HEALTH_EXPORTER_AGENT_HEALTH_URL": "http://10.0.0.7:9982"})
-    assert c.get("agent", "health", "url") == "http://10.0.0.7:9982"
+    assert c.agent.health.url == "http://10.0.0.7:9982"
 
 
 def test_per_probe_interval_and_timeout_inherit() -> None:
@@ -117,13 +131,23 @@ def test_per_probe_interval_and_timeout_inherit() -> None:
         },
         environ={},
     )
-    assert (c.probes["fetch_x509_svid"].interval, c.probes["fetch_x509_svid"].timeout) == (20.0, 0.5)
-    assert (c.probes["fetch_jwt_bundles"].interval, c.probes["fetch_jwt_bundles"].timeout) == (20.0, 5.0)
-    assert c.probes["validate_jwt_svid"].audience == c.probes["fetch_jwt_svid"].audience
+    assert (c.each["fetch_x509_svid"].interval, c.each["fetch_x509_svid"].timeout) == (20.0, 0.5)
+    assert (c.each["fetch_jwt_bundles"].interval, c.each["fetch_jwt_bundles"].timeout) == (20.0, 5.0)
+    assert c.each["validate_jwt_svid"].audience == c.each["fetch_jwt_svid"].audience
 
 
 @pytest.mark.parametrize(
     ("text", "seconds"), [("500ms", 0.5), ("15s", 15), ("5m", 300), ("1h", 3600), (2, 2.0)]
 )
 def test_durations(text, seconds) -> None:
-    assert config.parse_duration(text, "k") == seconds
+    assert parse_duration(text, "k") == seconds
+
+
+def test_check_config_honours_spiffe_endpoint_socket(tmp_path) -> None:
+    (tmp_path / "exporter.yml").write_text("probes: {interval: 30s}\n")
+    done = cli(
+        "check-config", str(tmp_path / "exporter.yml"), env={"SPIFFE_ENDPOINT_SOCKET": "unix:///run/a.sock"}
+    )
+    assert done.returncode == 0, done.stderr
+    done = cli("check-config", str(tmp_path / "exporter.yml"), env={})
+    assert done.returncode == 2 and "workload_api.socket" in done.stderr

@@ -17,16 +17,14 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
-from conftest import ROOT, record_output, require
-from local_spire import free_port
-from promtool_variants import variant
-from test_alerts_dashboards import tool
+from conftest import K8S_VERSION, ROOT, helm, record_output, require, tool
 
 from exporter import config as exporter_config
+from harness.local_spire import free_port
+from harness.paths import CHART
+from harness.promtool_variants import variant
 
-CHART = ROOT / "deploy" / "helm" / "spire-health-exporter"
 RUNBOOKS = "https://github.com/spire-health-exporter/spire-health-exporter/blob/main/docs/runbooks.md"
-K8S_VERSION = "1.31.0"
 ALL_ON = {
     "podMonitor.enabled": "true",
     "prometheusRule.enabled": "true",
@@ -60,13 +58,6 @@ VALUE_SETS = {
         "priorityClassName": "system-node-critical",
     },
 }
-
-
-def helm() -> str:
-    path = os.environ.get("HELM_BIN") or shutil.which("helm")
-    if not path:
-        require("helm is not available (scripts/build-helm builds it with Go)")
-    return path
 
 
 def render(values: dict[str, str | float]) -> list[dict]:
@@ -269,9 +260,9 @@ def test_the_schema_describes_every_value() -> None:
 
 
 def test_chart_readme_is_generated_from_the_values() -> None:
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "chart_readme.py"), "--check"])
+    done = subprocess.run([sys.executable, "-m", "harness.chart_readme", "--check"], cwd=ROOT)
     assert done.returncode == 0, (
-        "deploy/helm/spire-health-exporter/README.md is stale: run scripts/chart_readme.py"
+        "deploy/helm/spire-health-exporter/README.md is stale: run python -m harness.chart_readme"
     )
     readme = (CHART / "README.md").read_text()
     for key in (

@@ -11,11 +11,11 @@ import time
 
 import pytest
 import yaml
-from conftest import ROOT, load, require
-from local_spire import wait_until
-from prom_stack import PromStack, Webhook, binaries, get_json
+from conftest import ROOT, fill, metric_source, require
 from running import RunningExporter, fast_config
-from test_alerts_dashboards import metric_source
+
+from harness.local_spire import wait_until
+from harness.prom_stack import PromStack, Webhook, binaries, get_json
 
 pytestmark = [pytest.mark.spire, pytest.mark.prometheus]
 LABELS = {"node": "test-node", "cluster": "test"}
@@ -28,7 +28,8 @@ def stack(healthy_spire, tmp_path):
     spire = healthy_spire
     if not spire.limit_agent_memory(512 * 2**20):
         require("cannot put the agent in a memory cgroup with a limit here")
-    generate = load(ROOT / "alerts" / "generate.py")
+    from alerts import generate
+
     # Only `for:` is shortened for the test; every expression is the shipped one.
     rules = tmp_path / "rules.yml"
     rules.write_text(
@@ -70,13 +71,6 @@ def stack(healthy_spire, tmp_path):
             60,
             "the agent to drop the short-lived SVID",
         )
-
-
-def fill(expr: str, node: str) -> str:
-    return (
-        expr.replace("$cluster", ".*").replace("$job", "spire-health-exporter").replace("$node", node)
-        .replace("$__rate_interval", "1m").replace("$__range", "5m")
-    )  # fmt: skip
 
 
 def inhibited(prom: PromStack, alertname: str) -> bool:

@@ -10,10 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import WORKLOAD_RPCS as RPCS
 from cryptography import x509
 from running import RunningExporter, fast_config, get
-
-from exporter.names import WORKLOAD_RPCS as RPCS
 
 pytestmark = pytest.mark.spire
 

@@ -7,14 +7,14 @@ import time
 
 import grpc
 import pytest
-from certs import TestCA, b64url, make_jwt
-from conftest import settings
+from conftest import run, settings
 
 from exporter._proto import workload_pb2
-from exporter.probes import build_probes
-from exporter.state import ProbeState
+from exporter.answers import BundleInfo
+from exporter.store.probes import ProbeStore
+from harness.certs import TestCA, b64url, make_jwt
+from harness.fake_agent import jwt_answer, svid_answer
 
-PROBES = build_probes()
 METHOD_OF = {
     "fetch_x509_svid": "FetchX509SVID",
     "fetch_x509_bundles": "FetchX509Bundles",
@@ -22,10 +22,6 @@ METHOD_OF = {
     "fetch_jwt_bundles": "FetchJWTBundles",
     "validate_jwt_svid": "ValidateJWTSVID",
 }
-
-
-def run(client, rpc: str, timeout: float = 2.0):
-    return PROBES[rpc](client, settings(rpc, timeout=timeout))
 
 
 def test_healthy_fake_gives_ok_everywhere(fake_client) -> None:
@@ -66,7 +62,7 @@ CODES = [
 
 @pytest.mark.parametrize("code", CODES, ids=lambda c: c.name)
 def test_each_status_code_is_counted_under_its_own_name(fake_agent, fake_client, code) -> None:
-    state = ProbeState()
+    state = ProbeStore()
     for rpc in METHOD_OF:
         # One method fails at a time, so validate_jwt_svid gets its token and meets the code itself.
         fake_agent.reset()
@@ -76,38 +72,9 @@ def test_each_status_code_is_counted_under_its_own_name(fake_agent, fake_client,
         assert result.code == code.name, (rpc, result.message)
     snap = state.snapshot()
     for rpc in METHOD_OF:
-        assert snap.rpcs[rpc].counts[code.name] == 1
-        assert snap.rpcs[rpc].counts["OK"] == 0
-        assert snap.rpcs[rpc].observations == 0  # failures stay out of the latency histogram
-
-
-def _svid_answer(
-    fake, cert: bytes | None = None, spiffe_id: str | None = None, key: bytes = b"k", bundle=None
-):
-    def answer(_req):
-        leaf, _, _ = fake.ca.leaf(fake.spiffe_id)
-        return workload_pb2.X509SVIDResponse(
-            svids=[
-                workload_pb2.X509SVID(
-                    spiffe_id=spiffe_id or fake.spiffe_id,
-                    x509_svid=leaf if cert is None else cert,
-                    x509_svid_key=key,
-                    bundle=fake.ca.der if bundle is None else bundle,
-                )
-            ]
-        )
-
-    return answer
-
-
-def _jwt_answer(fake, token_of):
-    def answer(req):
-        token = token_of(list(req.audience))
-        return workload_pb2.JWTSVIDResponse(
-            svids=[workload_pb2.JWTSVID(spiffe_id=fake.spiffe_id, svid=token)]
-        )
-
-    return answer
+        assert snap[rpc].counts[code.name] == 1
+        assert snap[rpc].counts["OK"] == 0
+        assert snap[rpc].observations == 0  # failures stay out of the latency histogram
 
 
 def malformed_cases(fake):
@@ -125,41 +92,41 @@ def malformed_cases(fake):
             "FetchX509SVID",
             lambda _r: workload_pb2.JWTBundlesResponse(bundles={"x": b"y"}).SerializeToString(),
         ),
-        "x509 chain not DER": ("FetchX509SVID", _svid_answer(fake, cert=b"not a certificate")),
-        "x509 truncated chain": ("FetchX509SVID", _svid_answer(fake, cert=good[: len(good) // 2])),
+        "x509 chain not DER": ("FetchX509SVID", svid_answer(fake, cert=b"not a certificate")),
+        "x509 truncated chain": ("FetchX509SVID", svid_answer(fake, cert=good[: len(good) // 2])),
         "x509 DER but not a certificate": (
             "FetchX509SVID",
-            _svid_answer(fake, cert=bytes([0x30, 3, 2, 1, 0])),
+            svid_answer(fake, cert=bytes([0x30, 3, 2, 1, 0])),
         ),
-        "x509 leaf without SPIFFE URI": ("FetchX509SVID", _svid_answer(fake, cert=no_uri)),
-        "x509 chain starts with a CA": ("FetchX509SVID", _svid_answer(fake, cert=ca_leaf)),
-        "x509 leaf names another ID": ("FetchX509SVID", _svid_answer(fake, cert=other_id)),
-        "x509 expired leaf": ("FetchX509SVID", _svid_answer(fake, cert=expired)),
-        "x509 missing key": ("FetchX509SVID", _svid_answer(fake, key=b"")),
-        "x509 missing bundle": ("FetchX509SVID", _svid_answer(fake, bundle=b"")),
+        "x509 leaf without SPIFFE URI": ("FetchX509SVID", svid_answer(fake, cert=no_uri)),
+        "x509 chain starts with a CA": ("FetchX509SVID", svid_answer(fake, cert=ca_leaf)),
+        "x509 leaf names another ID": ("FetchX509SVID", svid_answer(fake, cert=other_id)),
+        "x509 expired leaf": ("FetchX509SVID", svid_answer(fake, cert=expired)),
+        "x509 missing key": ("FetchX509SVID", svid_answer(fake, key=b"")),
+        "x509 missing bundle": ("FetchX509SVID", svid_answer(fake, bundle=b"")),
         "x509 bundles empty": ("FetchX509Bundles", lambda _r: workload_pb2.X509BundlesResponse()),
         "x509 bundle not DER": (
             "FetchX509Bundles",
             lambda _r: workload_pb2.X509BundlesResponse(bundles={"spiffe://fake.test": b"PEM?"}),
         ),
         "jwt no svids": ("FetchJWTSVID", lambda _r: workload_pb2.JWTSVIDResponse()),
-        "jwt without exp": ("FetchJWTSVID", _jwt_answer(fake, lambda aud: fake.jwt_token(aud, exp=None))),
-        "jwt expired": ("FetchJWTSVID", _jwt_answer(fake, lambda aud: fake.jwt_token(aud, exp=now - 5))),
-        "jwt string exp": ("FetchJWTSVID", _jwt_answer(fake, lambda aud: fake.jwt_token(aud, exp="soon"))),
-        "jwt bad base64": ("FetchJWTSVID", _jwt_answer(fake, lambda aud: "a.b!@#$.c")),
-        "jwt two segments": ("FetchJWTSVID", _jwt_answer(fake, lambda aud: "abc.def")),
+        "jwt without exp": ("FetchJWTSVID", jwt_answer(fake, lambda aud: fake.jwt_token(aud, exp=None))),
+        "jwt expired": ("FetchJWTSVID", jwt_answer(fake, lambda aud: fake.jwt_token(aud, exp=now - 5))),
+        "jwt string exp": ("FetchJWTSVID", jwt_answer(fake, lambda aud: fake.jwt_token(aud, exp="soon"))),
+        "jwt bad base64": ("FetchJWTSVID", jwt_answer(fake, lambda aud: "a.b!@#$.c")),
+        "jwt two segments": ("FetchJWTSVID", jwt_answer(fake, lambda aud: "abc.def")),
         "jwt claims not json": (
             "FetchJWTSVID",
-            _jwt_answer(fake, lambda aud: f"{b64url(b'{}')}.{b64url(b'[')}.x"),
+            jwt_answer(fake, lambda aud: f"{b64url(b'{}')}.{b64url(b'[')}.x"),
         ),
         "jwt wrong sub": (
             "FetchJWTSVID",
-            _jwt_answer(fake, lambda aud: fake.jwt_token(aud, sub="spiffe://fake.test/other")),
+            jwt_answer(fake, lambda aud: fake.jwt_token(aud, sub="spiffe://fake.test/other")),
         ),
-        "jwt wrong aud": ("FetchJWTSVID", _jwt_answer(fake, lambda aud: fake.jwt_token(["other"]))),
+        "jwt wrong aud": ("FetchJWTSVID", jwt_answer(fake, lambda aud: fake.jwt_token(["other"]))),
         "jwt unsigned shape": (
             "FetchJWTSVID",
-            _jwt_answer(fake, lambda aud: make_jwt({"sub": 1}) + ".extra"),
+            jwt_answer(fake, lambda aud: make_jwt({"sub": 1}) + ".extra"),
         ),
         "jwks empty map": ("FetchJWTBundles", lambda _r: workload_pb2.JWTBundlesResponse()),
         "jwks not json": (
@@ -195,7 +162,7 @@ RPC_OF = {v: k for k, v in METHOD_OF.items()}
 
 
 def test_every_malformed_answer_counts_as_invalid_response(fake_agent, fake_client) -> None:
-    state = ProbeState()
+    state = ProbeStore()
     cases = malformed_cases(fake_agent)
     for name, (method, answer) in cases.items():
         fake_agent.reset()
@@ -204,7 +171,7 @@ def test_every_malformed_answer_counts_as_invalid_response(fake_agent, fake_clie
         state.record(result)
         assert result.code == "INVALID_RESPONSE", f"{name}: got {result.code} ({result.message})"
         assert result.message, name
-    total = sum(s.counts["INVALID_RESPONSE"] for s in state.snapshot().rpcs.values())
+    total = sum(s.counts["INVALID_RESPONSE"] for s in state.snapshot().values())
     assert total == len(cases)
 
 
@@ -249,7 +216,7 @@ def test_roundtrip_same_token_twice_is_stale(fake_agent, fake_client) -> None:
     s = settings("fetch_jwt_svid_roundtrip", audience="rt")
     tokens = iter([fake_agent.jwt_token(["rt"], jti="a"), fake_agent.jwt_token(["rt"], jti="b")])
     fixed = fake_agent.jwt_token(["rt"], jti="b")
-    fake_agent.set("FetchJWTSVID", answer=_jwt_answer(fake_agent, lambda aud: next(tokens, fixed)))
+    fake_agent.set("FetchJWTSVID", answer=jwt_answer(fake_agent, lambda aud: next(tokens, fixed)))
     assert probe(fake_client, s).code == "OK"
     assert probe(fake_client, s).code == "OK"  # new jti: minted anew
     assert probe(fake_client, s).code == "STALE_TOKEN"  # same jti and iat as the previous call
@@ -274,7 +241,7 @@ def test_ca_expiry_and_count_come_from_the_bundle(fake_agent, fake_client) -> No
     )
     result = run(fake_client, "fetch_x509_bundles")
     assert result.code == "OK"
-    (bundle,) = result.bundles
+    (bundle,) = [f for f in result.facts if isinstance(f, BundleInfo)]
     assert (bundle.trust_domain, bundle.items) == ("fake.test", 2)
     assert bundle.earliest_expiry == int(fake_agent.ca.not_after.timestamp())
     assert bundle.latest_expiry == int(second.not_after.timestamp())
@@ -349,3 +316,21 @@ def test_running_exporter_counts_every_malformed_kind_and_keeps_serving(fake_age
             s[("spire_workload_api_probes_total", (("code", "OK"), ("rpc", rpc)))] == 0 for rpc in METHOD_OF
         )
         assert running.text("/healthz") == "ok\n"
+
+
+def test_validate_shares_one_deadline_across_its_two_calls(fake_agent, fake_client) -> None:
+    fake_agent.set("FetchJWTSVID", delay=0.3)
+    fake_agent.set("ValidateJWTSVID", delay=0.3)
+    start = time.monotonic()
+    result = run(fake_client, "validate_jwt_svid", timeout=0.5)
+    elapsed = time.monotonic() - start
+    assert result.code == "DEADLINE_EXCEEDED", result.message
+    assert elapsed < 0.6, f"the probe took {elapsed:.3f} s with a 0.5 s deadline"
+
+
+def test_validate_without_a_token_reports_its_own_code_and_the_time_spent(fake_agent, fake_client) -> None:
+    fake_agent.set("FetchJWTSVID", delay=0.05, code=grpc.StatusCode.PERMISSION_DENIED, details="no identity")
+    result = run(fake_client, "validate_jwt_svid")
+    assert result.code == "NO_TOKEN", result.message
+    assert result.duration >= 0.05
+    assert "PERMISSION_DENIED" in result.message

@@ -16,10 +16,9 @@ import urllib.request
 import uuid
 
 import pytest
-from conftest import ROOT, host_state, record_output, require
-from local_spire import free_port
+from conftest import ROOT, WORKLOAD_RPCS, host_state, record_output, require
 
-from exporter.names import HEALTH_CHECK, WORKLOAD_RPCS
+from harness.local_spire import free_port
 
 NONROOT = 65532
 SOCKET_DIR = "/run/spire/agent-sockets"  # where the chart mounts the agent's socket directory
@@ -87,7 +86,7 @@ def test_image_runs_read_only_as_nonroot_and_probes_the_real_agent(image, health
         "--agent.cmdline-pattern", f"{spire.dir}/agent/agent.conf",
     )  # fmt: skip
     try:
-        rpcs = (*WORKLOAD_RPCS, HEALTH_CHECK)
+        rpcs = (*WORKLOAD_RPCS, "health_check")
         wanted = [f'spire_workload_api_probe_success{{rpc="{rpc}"}}' for rpc in rpcs]
         samples: dict[str, float] = {}
         deadline = time.monotonic() + 60

@@ -23,8 +23,9 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT, assert_down_leaves_nothing
-from local_cluster import (
+from conftest import ROOT, assert_down_leaves_nothing, fill
+
+from harness.local_cluster import (
     EXPORTER_NAMESPACE,
     EXPORTER_RELEASE,
     EXPORTER_SELECTORS,
@@ -34,12 +35,12 @@ from local_cluster import (
     WEBHOOK_URL,
     Cluster,
 )
-from local_spire import wait_until
-from test_e2e_prometheus import fill
+from harness.local_spire import wait_until
+from harness.paths import CHART
+from harness.promtext import duration_seconds
 
 pytestmark = [pytest.mark.spire, pytest.mark.cluster, pytest.mark.prometheus]
 
-CHART = ROOT / "deploy" / "helm" / "spire-health-exporter"
 SCRAPE = 5  # seconds: the monitors' interval and the Prometheus' evaluation interval
 GROUP_WAIT = 1  # seconds: the example's group_wait, shortened as tests/prom_stack.py does
 # The shipped rules, with windows of a few scrapes and short for:, set through chart values.
@@ -58,10 +59,6 @@ VALUES = {
     "prometheusRule": {"enabled": True, "alerts": TUNED},
 }
 SHORT_LIVED_ID = f"spiffe://{TRUST_DOMAIN}/short-lived"
-
-
-def seconds(duration: str) -> int:
-    return sum(int(n) * {"s": 1, "m": 60, "h": 3600}[u] for n, u in re.findall(r"(\d+)([smh])", duration))
 
 
 def alertmanager_config() -> str:
@@ -211,7 +208,9 @@ def test_a_frozen_agent_pages_through_alertmanager_within_the_promised_time(oper
         TUNED["SpireAgentWorkloadAPIProbeFailing"],
         TUNED["SpireAgentWorkloadAPIDeadlineExceeded"],
     )
-    promise = seconds(failing["window"]) + seconds(failing["for"]) + 3 * SCRAPE + GROUP_WAIT + 3
+    promise = (
+        duration_seconds(failing["window"]) + duration_seconds(failing["for"]) + 3 * SCRAPE + GROUP_WAIT + 3
+    )
     pid = agent_pid()
     os.kill(pid, signal.SIGSTOP)
     started = time.monotonic()
@@ -230,7 +229,7 @@ def test_a_frozen_agent_pages_through_alertmanager_within_the_promised_time(oper
         os.kill(pid, signal.SIGCONT)
     print(f"\nagent frozen -> paged in {paged:.0f} s (promised {promise} s)")
     assert paged <= promise, (paged, promise)
-    assert seconds(deadline["window"]) + seconds(deadline["for"]) <= promise
+    assert duration_seconds(deadline["window"]) + duration_seconds(deadline["for"]) <= promise
     path, alert = delivered(operator, "firing", "SpireAgentWorkloadAPIProbeFailing")[0]
     labels, notes = alert["labels"], alert["annotations"]
     assert path == "/pager" and labels["severity"] == "critical" and labels["node"] == NODE
@@ -341,5 +340,5 @@ def test_the_servicemonitor_gives_the_same_job_and_node(operator: Cluster) -> No
     )
 
 
-def test_zz_down_leaves_no_process_mount_cgroup_or_device(cluster: Cluster) -> None:
+def test_down_leaves_no_process_mount_cgroup_or_device(cluster: Cluster) -> None:
     assert_down_leaves_nothing(cluster)

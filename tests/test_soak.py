@@ -16,10 +16,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import WORKLOAD_RPCS as RPCS
 from conftest import record_output
-from local_spire import free_port, wait_until
 
-from exporter.names import WORKLOAD_RPCS as RPCS
+from harness.local_spire import free_port, wait_until
 
 pytestmark = [pytest.mark.spire, pytest.mark.slow]
 INTERVAL, TIMEOUT = 0.3, 0.25

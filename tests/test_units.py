@@ -11,34 +11,28 @@ import urllib.error
 import urllib.request
 
 import pytest
-from certs import TestCA, make_jwt
+from conftest import render, state_registry
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import answers
 from exporter.answers import SvidInfo
-from exporter.collector import ExporterCollector
+from exporter.result import ProbeResult
 from exporter.scheduler import Job, Scheduler
-from exporter.state import INITIAL_CODES, ProbeResult, ProbeState
+from exporter.store import State
+from exporter.store.probes import INITIAL_CODES
 from exporter.web import ExporterServer
+from harness.certs import TestCA, make_jwt
 
 
-def render(state: ProbeState) -> dict:
-    registry = CollectorRegistry()
-    registry.register(ExporterCollector(state))
-    out = {}
-    for family in text_string_to_metric_families(generate_latest(registry).decode()):
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
+def render_state(state: State) -> dict:
+    return render(state_registry(state))
 
 
 def test_registered_rpc_shows_every_initial_code_at_zero() -> None:
-    state = ProbeState()
-    state.register("fetch_x509_svid", ("EXTRA",))
-    samples = render(state)
+    state = State()
+    state.probes.register("fetch_x509_svid", ("EXTRA",))
+    samples = render_state(state)
     for code in (*INITIAL_CODES, "EXTRA"):
         key = ("spire_workload_api_probes_total", (("code", code), ("rpc", "fetch_x509_svid")))
         assert samples[key] == 0
@@ -46,10 +40,10 @@ def test_registered_rpc_shows_every_initial_code_at_zero() -> None:
 
 
 def test_histogram_counts_only_successes_into_the_right_buckets() -> None:
-    state = ProbeState()
+    state = State()
     for duration, code in [(0.0004, "OK"), (0.003, "OK"), (0.2, "OK"), (5.0, "DEADLINE_EXCEEDED")]:
         state.record(ProbeResult("fetch_jwt_svid", code, duration))
-    s = render(state)
+    s = render_state(state)
 
     def bucket(le: str) -> float:
         return s[
@@ -63,34 +57,36 @@ def test_histogram_counts_only_successes_into_the_right_buckets() -> None:
 
 
 def test_spiffe_id_labels_are_capped() -> None:
-    state = ProbeState(max_spiffe_ids=2)
+    state = State(max_spiffe_ids=2)
     svids = tuple(SvidInfo("x509", f"spiffe://td/w{i}", 0, 1e10, str(i)) for i in range(5))
-    state.record(ProbeResult("fetch_x509_svid", "OK", 0.01, svids=svids))
-    snap = state.snapshot()
+    state.record(ProbeResult("fetch_x509_svid", "OK", 0.01, facts=svids))
+    snap = state.identities.snapshot()
     assert len({k[1] for k in snap.svids}) == 2
     assert snap.dropped_spiffe_ids == 3
-    assert render(state)[("spire_exporter_spiffe_ids_over_limit", ())] == 3
+    assert render_state(state)[("spire_exporter_spiffe_ids_over_limit", ())] == 3
 
 
 def test_svid_dropped_by_the_agent_disappears() -> None:
-    state = ProbeState()
+    state = State()
     a, b = (SvidInfo("x509", f"spiffe://td/{n}", 0, 1e10, n) for n in "ab")
-    state.record(ProbeResult("fetch_x509_svid", "OK", 0.01, svids=(a, b)))
-    state.record(ProbeResult("fetch_x509_svid", "OK", 0.01, svids=(a,)))
-    assert list(state.snapshot().svids) == [("x509", "spiffe://td/a")]
+    state.record(ProbeResult("fetch_x509_svid", "OK", 0.01, facts=(a, b)))
+    state.record(ProbeResult("fetch_x509_svid", "OK", 0.01, facts=(a,)))
+    assert list(state.identities.snapshot().svids) == [("x509", "spiffe://td/a")]
 
 
 def test_rotation_counted_on_new_serial_only() -> None:
-    state = ProbeState()
+    state = State()
     first = SvidInfo("x509", "spiffe://td/a", 0, 1e10, "1")
-    assert state.record_watch([first]) == []
-    assert state.record_watch([first]) == []
-    assert state.record_watch([SvidInfo("x509", "spiffe://td/a", 0, 1e10, "2")]) == ["spiffe://td/a"]
-    assert state.snapshot().rotations == {"spiffe://td/a": 1}
+    assert state.identities.record_watch([first]) == []
+    assert state.identities.record_watch([first]) == []
+    assert state.identities.record_watch([SvidInfo("x509", "spiffe://td/a", 0, 1e10, "2")]) == [
+        "spiffe://td/a"
+    ]
+    assert state.identities.snapshot().rotations == {"spiffe://td/a": 1}
 
 
 def test_one_log_line_per_state_change(caplog) -> None:
-    state = ProbeState()
+    state = State()
     caplog.set_level(logging.INFO)
     codes = [
         "OK",
@@ -127,22 +123,22 @@ def test_scheduler_spreads_jobs_and_skips_missed_ticks() -> None:
         Job("slow", 1.0, job("slow", sleep=2.5)),
         Job("broken", 1.0, broken),
     ]
-    state = ProbeState()
+    state = State()
     for j in jobs:
-        state.register_job(j.name, 2.0)
-    scheduler = Scheduler(jobs, state)
+        state.own.register_job(j.name, 2.0)
+    scheduler = Scheduler(jobs, state.own)
     scheduler.start()
     time.sleep(4.2)
     # A job that raises keeps its schedule, counts each error, and never completes a cycle.
-    assert state.stalled_jobs() == ["broken"]
+    assert state.own.stalled_jobs() == ["broken"]
     scheduler.stop()
-    assert state.snapshot().job_errors["broken"] >= 4
-    assert state.snapshot().job_errors["j0"] == 0
-    quiet = ProbeState()
-    quiet.register_job("probe", 1.0, errors_at_zero=False)
-    assert "probe" not in quiet.snapshot().job_errors
-    quiet.job_failed("probe")
-    assert quiet.snapshot().job_errors["probe"] == 1
+    assert state.own.snapshot().job_errors["broken"] >= 4
+    assert state.own.snapshot().job_errors["j0"] == 0
+    quiet = State()
+    quiet.own.register_job("probe", 1.0, errors_at_zero=False)
+    assert "probe" not in quiet.own.snapshot().job_errors
+    quiet.own.job_failed("probe")
+    assert quiet.own.snapshot().job_errors["probe"] == 1
     firsts = sorted(starts[f"j{i}"][0] for i in range(4))
     gaps = [b - a for a, b in itertools.pairwise(firsts)]
     assert all(0.15 <= g <= 0.25 for g in gaps), firsts  # 1 s spread over six jobs
@@ -152,10 +148,9 @@ def test_scheduler_spreads_jobs_and_skips_missed_ticks() -> None:
 
 
 def test_http_routes_and_methods() -> None:
-    state = ProbeState()
-    state.register("fetch_x509_svid")
-    registry = CollectorRegistry()
-    registry.register(ExporterCollector(state))
+    state = State()
+    state.probes.register("fetch_x509_svid")
+    registry = state_registry(state)
     server = ExporterServer(("127.0.0.1", 0), registry, state, "/custom-metrics")
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
@@ -237,10 +232,9 @@ def test_jwks_shapes_never_raise_anything_but_malformed(doc) -> None:
 
 
 def test_metrics_are_rendered_again_only_after_a_change() -> None:
-    state = ProbeState()
-    state.register("fetch_x509_svid")
-    registry = CollectorRegistry()
-    registry.register(ExporterCollector(state))
+    state = State()
+    state.probes.register("fetch_x509_svid")
+    registry = state_registry(state)
     server = ExporterServer(("127.0.0.1", 0), registry, state)
     try:
         first, _ = server.exposition("")
@@ -269,7 +263,7 @@ def test_buckets_end_at_the_largest_configured_deadline() -> None:
         )
         exporter = Exporter(cfg)
         try:
-            s = render(exporter.state)
+            s = render_state(exporter.state)
         finally:
             exporter.client.close()
         bounds = sorted(
@@ -286,11 +280,11 @@ def test_buckets_end_at_the_largest_configured_deadline() -> None:
 
 
 def test_failed_probe_durations_and_attempt_times_are_exported() -> None:
-    state = ProbeState()
-    state.register("fetch_x509_svid", (), 5.0, 15.0)
+    state = State()
+    state.probes.register("fetch_x509_svid", (), 5.0, 15.0)
     state.record(ProbeResult("fetch_x509_svid", "OK", 0.004, finished_at=1000.0))
     state.record(ProbeResult("fetch_x509_svid", "DEADLINE_EXCEEDED", 5.0, finished_at=1010.0))
-    s = render(state)
+    s = render_state(state)
     rpc = (("rpc", "fetch_x509_svid"),)
     assert s[("spire_workload_api_probe_last_duration_seconds", rpc)] == 5.0
     assert s[("spire_exporter_probe_last_attempt_timestamp_seconds", rpc)] == 1010.0

@@ -17,16 +17,15 @@ from pathlib import Path
 
 import bcrypt
 import pytest
+from conftest import cli, state_registry
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from prometheus_client import CollectorRegistry
 
 from exporter import web, webconfig
-from exporter.collector import ExporterCollector
 from exporter.config import ConfigError
-from exporter.state import ProbeState
+from exporter.store import State
 
 
 def _cert(subject: str, issuer_key, issuer_name: str | None, key, ca: bool, ip: str | None = None):
@@ -68,10 +67,9 @@ def pki(tmp_path_factory) -> dict[str, Path]:
 
 
 def serve(security: webconfig.WebSecurity | None, max_connections: int = 128):
-    state = ProbeState()
-    state.register("fetch_x509_svid")
-    registry = CollectorRegistry()
-    registry.register(ExporterCollector(state))
+    state = State()
+    state.probes.register("fetch_x509_svid")
+    registry = state_registry(state)
     server = web.ExporterServer(("127.0.0.1", 0), registry, state, "/metrics", max_connections, security)
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     return server, server.server_address[1]
@@ -253,3 +251,53 @@ def test_connections_past_the_cap_are_closed_and_the_server_recovers(monkeypatch
             s.close()
         server.shutdown()
         server.server_close()
+
+
+def test_password_over_72_bytes_is_a_401_not_a_dropped_connection(tmp_path) -> None:
+    import base64
+    import urllib.error
+    import urllib.request
+
+    import bcrypt
+
+    from exporter import webconfig
+    from exporter.web import ExporterServer
+
+    hashed = bcrypt.hashpw(b"right", bcrypt.gensalt(4)).decode()
+    (tmp_path / "web.yml").write_text(f"basic_auth_users:\n  prom: '{hashed}'\n")
+    from prometheus_client import CollectorRegistry
+
+    server = ExporterServer(
+        ("127.0.0.1", 0), CollectorRegistry(), State(), security=webconfig.load(str(tmp_path / "web.yml"))
+    )
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        auth = base64.b64encode(b"prom:" + b"x" * 100).decode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{server.server_address[1]}/metrics", headers={"Authorization": f"Basic {auth}"}
+        )
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(request, timeout=5)
+        assert err.value.code == 401
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("bad", ["$2b$10$short", "$2y$04$" + "!" * 53, "$2a$99$" + "a" * 53])
+def test_broken_bcrypt_hash_is_a_config_error_naming_the_user(tmp_path, bad) -> None:
+    (tmp_path / "web.yml").write_text(f"basic_auth_users:\n  alice: '{bad}'\n")
+    with pytest.raises(ConfigError, match=r"basic_auth_users\.alice"):
+        webconfig.load(str(tmp_path / "web.yml"))
+
+
+def test_check_config_loads_the_web_config_and_rejects_a_broken_hash(tmp_path) -> None:
+    (tmp_path / "web.yml").write_text("basic_auth_users:\n  alice: '$2b$10$short'\n")
+    (tmp_path / "exporter.yml").write_text(
+        f"workload_api: {{socket: unix:///tmp/x.sock}}\nweb: {{config_file: {tmp_path / 'web.yml'}}}\n"
+    )
+    done = cli("check-config", str(tmp_path / "exporter.yml"), env={})
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "basic_auth_users.alice" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1

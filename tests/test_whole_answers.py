@@ -10,18 +10,16 @@ import math
 import time
 
 import pytest
-from certs import TestCA, jwks, make_jwt
+from conftest import probe, render, state_registry
 from conftest import settings as probe_settings
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from exporter._proto import workload_pb2
 from exporter.answers import LATEST_TIME
-from exporter.collector import ExporterCollector
-from exporter.probes import build_probes
-from exporter.state import ProbeState
+from exporter.store import State
+from harness.certs import TestCA, jwks, make_jwt
+from harness.promtext import parse
 
 SPIFFE_ID = "spiffe://fake.test/probe"
 AUDIENCE = "test-audience"
@@ -30,7 +28,7 @@ CA = TestCA()
 
 
 def _leaves() -> list[bytes]:
-    from test_never_freezes import malformed_san_leaf
+    from harness.certs import malformed_san_leaf
 
     return [
         CA.leaf(SPIFFE_ID)[0],
@@ -165,7 +163,7 @@ class AnsweringClient:
     def fetch_x509_bundles(self, timeout, clock=None):
         return self.answers["FetchX509Bundles"]
 
-    def fetch_jwt_svid(self, audience, timeout, spiffe_id=""):
+    def fetch_jwt_svid(self, audience, timeout):
         return self.answers["FetchJWTSVID"]
 
     def fetch_jwt_bundles(self, timeout, clock=None):
@@ -175,20 +173,19 @@ class AnsweringClient:
         return self.answers["ValidateJWTSVID"]
 
 
-def exported_times_are_sane(text: str) -> None:
-    for family in text_string_to_metric_families(text):
-        if family.name in ("spire_svid_expiry_timestamp_seconds", "spire_svid_issued_timestamp_seconds"):
-            for sample in family.samples:
-                assert math.isfinite(sample.value) and 0 <= sample.value <= LATEST_TIME, sample
+def exported_times_are_sane(samples: dict) -> None:
+    for (name, labels), value in samples.items():
+        if name in ("spire_svid_expiry_timestamp_seconds", "spire_svid_issued_timestamp_seconds"):
+            assert math.isfinite(value) and 0 <= value <= LATEST_TIME, (name, labels, value)
 
 
-PROBERS = build_probes()
+PROBERS = {name: probe(name) for name in RPC_OF.values()}
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.fixed_dictionaries(ANSWERS))
 def test_every_whole_answer_ends_in_a_counted_code(answers) -> None:
-    state = ProbeState()
+    state = State()
     issued = int(time.time())  # not the module's `now`: this may run long after collection
     good_fetch = workload_pb2.JWTSVIDResponse(
         svids=[
@@ -206,10 +203,8 @@ def test_every_whole_answer_ends_in_a_counted_code(answers) -> None:
         result = PROBERS[rpc](client, probe_settings(rpc, audience=AUDIENCE))
         assert result.code in ALLOWED, (method, result.code, result.message)
         state.record(result)
-    assert sum(sum(s.counts.values()) for s in state.snapshot().rpcs.values()) == len(RPC_OF)
-    registry = CollectorRegistry()
-    registry.register(ExporterCollector(state))
-    exported_times_are_sane(generate_latest(registry).decode())
+    assert sum(sum(s.counts.values()) for s in state.probes.snapshot().values()) == len(RPC_OF)
+    exported_times_are_sane(render(state_registry(state)))
 
 
 # -- the same answers, served over the socket to a running exporter ------------------------------
@@ -217,8 +212,9 @@ def test_every_whole_answer_ends_in_a_counted_code(answers) -> None:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    from fake_agent import FakeAgent
     from running import RunningExporter, fast_config
+
+    from harness.fake_agent import FakeAgent
 
     agent = FakeAgent(str(tmp_path_factory.mktemp("whole") / "fake.sock")).start()
     current: dict[str, object] = {}
@@ -272,4 +268,4 @@ def test_a_running_exporter_counts_every_whole_answer(served, answers) -> None:
     allowed = ALLOWED | {"NO_TOKEN", "DEADLINE_EXCEEDED"}
     assert all(code in allowed for _rpc, code in grown), grown
     assert running.text("/healthz") == "ok\n"
-    exported_times_are_sane(running.text())
+    exported_times_are_sane(parse(running.text()))

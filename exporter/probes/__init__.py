@@ -1,6 +1,12 @@
-"""One module per prober, all with the signature probe(client, settings) -> ProbeResult."""
+"""Every probe, registered once. Adding a probe: a module with its SPEC, and one line here.
+
+Everything else (the configuration, the scheduler, the collectors, the docs) asks registered()
+or spec(), so what this tuple holds when they ask is the whole truth.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from exporter.probes import (
     health_check,
@@ -11,18 +17,25 @@ from exporter.probes import (
     x509_bundles,
     x509_svid,
 )
-from exporter.probes.base import Prober
+from exporter.probes.base import ProbeSpec
+
+REGISTRY: tuple[ProbeSpec[Any], ...] = (
+    x509_svid.SPEC,
+    x509_bundles.SPEC,
+    jwt_svid.SPEC,
+    jwt_bundles.SPEC,
+    validate_jwt_svid.SPEC,
+    health_check.SPEC,
+    jwt_roundtrip.SPEC,
+)
 
 
-def build_probes() -> dict[str, Prober]:
-    """A fresh set of probers; the round-trip one keeps the previous token's claims between calls."""
-    probers = [
-        Prober(x509_svid.RPC, x509_svid.probe),
-        Prober(x509_bundles.RPC, x509_bundles.probe),
-        Prober(jwt_svid.RPC, jwt_svid.probe),
-        Prober(jwt_bundles.RPC, jwt_bundles.probe),
-        Prober(validate_jwt_svid.RPC, validate_jwt_svid.probe, validate_jwt_svid.CODES),
-        Prober(health_check.RPC, health_check.probe, health_check.CODES),
-        Prober(jwt_roundtrip.RPC, jwt_roundtrip.RoundTripProbe(), jwt_roundtrip.CODES),
-    ]
-    return {p.name: p for p in probers}
+def registered() -> tuple[ProbeSpec[Any], ...]:
+    return REGISTRY
+
+
+def spec(name: str) -> ProbeSpec[Any]:
+    for candidate in REGISTRY:
+        if candidate.name == name:
+            return candidate
+    raise KeyError(name)

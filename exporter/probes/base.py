@@ -1,47 +1,54 @@
-"""What every prober shares: one signature, one way to time a call and judge its answer, and one
-guard that turns anything unexpected into a counted result."""
+"""What every prober shares: one signature, one self-description (ProbeSpec), one way to time a
+call and judge its answer, and one guard that turns anything unexpected into a counted result."""
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Any, Generic, TypeVar
 
 import grpc
+from prometheus_client.core import Metric
 
-from exporter.answers import INVALID_RESPONSE, BundleInfo, MalformedAnswer, SvidInfo
+from exporter.answers import INVALID_RESPONSE, MalformedAnswer
 from exporter.client import EmptyStreamError, WorkloadClient
-from exporter.config import ProbeSettings
 from exporter.logs import describe
-from exporter.state import EXPORTER_ERROR, OK, ProbeResult
+from exporter.result import EXPORTER_ERROR, OK, ProbeResult
+from exporter.settings import ProbeSettings
 
 T = TypeVar("T")
-log = logging.getLogger("exporter.probes")
+S = TypeVar("S", bound=ProbeSettings)
 
-Judged = tuple[Sequence[SvidInfo], Sequence[BundleInfo]]
-
-
-class Probe(Protocol):
-    def __call__(self, client: WorkloadClient, settings: ProbeSettings) -> ProbeResult: ...
+Probe = Callable[[WorkloadClient, S], ProbeResult]
 
 
 @dataclass(frozen=True)
-class Prober:
-    """A probe, its name, and the failure codes of its own (shown at zero from the start)."""
+class ProbeSpec(Generic[S]):
+    """A probe, described once: everything config, scheduler, state and collector need of it."""
 
-    name: str
-    probe: Probe
-    codes: tuple[str, ...] = ()
+    name: str  # its key under `probes`, its job and its `rpc` label value
+    summary: str  # one line for docs/configuration.md
+    make: Callable[[], Probe[S]]  # a fresh probe; one that keeps state between runs is an object
+    settings: type[S] = ProbeSettings  # type: ignore[assignment]
+    codes: tuple[str, ...] = ()  # failure codes of its own, shown at zero from the start
+    # Series of its own, from its latest result (None before the first): families always, samples when known.
+    series: Callable[[ProbeResult | None], Iterator[Metric]] | None = None
+    # Settings that depend on other probes' (may raise ConfigError).
+    settle: Callable[[S, Mapping[str, ProbeSettings]], S] | None = None
 
-    def __call__(self, client: WorkloadClient, settings: ProbeSettings) -> ProbeResult:
-        """Run the probe; whatever it raises becomes an EXPORTER_ERROR result, never an exception."""
-        start = time.perf_counter()
-        try:
-            return self.probe(client, settings)
-        except Exception as e:
-            return ProbeResult(self.name, EXPORTER_ERROR, time.perf_counter() - start, describe(e))
+    def build(self) -> Callable[[WorkloadClient, S], ProbeResult]:
+        """The probe, guarded: whatever it raises becomes an EXPORTER_ERROR result, never an exception."""
+        probe = self.make()
+
+        def guarded(client: WorkloadClient, settings: S) -> ProbeResult:
+            start = time.perf_counter()
+            try:
+                return probe(client, settings)
+            except Exception as e:
+                return ProbeResult(self.name, EXPORTER_ERROR, time.perf_counter() - start, describe(e))
+
+        return guarded
 
 
 def classify(error: grpc.RpcError) -> tuple[str, str]:
@@ -58,9 +65,12 @@ def classify(error: grpc.RpcError) -> tuple[str, str]:
 
 
 def timed(
-    rpc: str, call: Callable[[], T], judge: Callable[[T], Judged], clock: list[float] | None = None
+    rpc: str,
+    call: Callable[[], T],
+    judge: Callable[[T], Sequence[object]],
+    clock: list[float] | None = None,
 ) -> ProbeResult:
-    """Time `call` alone, then judge its answer; every failure becomes a code, never an exception.
+    """Time `call` alone, then judge its answer into facts; every failure becomes a code.
 
     A stream call given `clock` records when its first message arrived; that, not the end of the
     call (which also cancels the stream), is the latency.
@@ -77,7 +87,12 @@ def timed(
         )
     duration = (clock[0] if clock else time.perf_counter()) - start
     try:
-        svids, bundles = judge(answer)
+        facts = judge(answer)
     except MalformedAnswer as e:
         return ProbeResult(rpc, e.code, duration, str(e))
-    return ProbeResult(rpc, OK, duration, svids=tuple(svids), bundles=tuple(bundles))
+    return ProbeResult(rpc, OK, duration, facts=tuple(facts))
+
+
+def stateless(probe: Callable[[WorkloadClient, Any], ProbeResult]) -> Callable[[], Probe[Any]]:
+    """The `make` of a probe that is a plain function."""
+    return lambda: probe

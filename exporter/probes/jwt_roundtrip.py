@@ -8,24 +8,50 @@ to the previous call's is therefore STALE_TOKEN, not success.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
-from exporter import names
 from exporter._proto import workload_pb2
 from exporter.answers import MalformedAnswer, SvidInfo, jwt_svids
 from exporter.client import WorkloadClient
-from exporter.config import ProbeSettings
 from exporter.logs import event
-from exporter.probes.base import Judged, timed
-from exporter.state import ProbeResult
+from exporter.probes import jwt_svid
+from exporter.probes.base import ProbeSpec, timed
+from exporter.result import ProbeResult
+from exporter.settings import AudienceSettings, ConfigError, ProbeSettings, boolean, duration, text
 
-RPC = names.FETCH_JWT_SVID_ROUNDTRIP
+NAME = "fetch_jwt_svid_roundtrip"
 STALE_TOKEN = "STALE_TOKEN"
-CODES = (STALE_TOKEN,)
 log = logging.getLogger("exporter.probes.roundtrip")
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundTripSettings(AudienceSettings):
+    enabled: bool = boolean(False, "Whether this probe runs; it adds one JWT-SVID signing per run.")
+    # Longer than half the default 5 min JWT-SVID lifetime, so the agent's cached token is always
+    # due for renewal and every call reaches the server.
+    interval: float = duration(
+        "3m", "Time between two runs; more than half the JWT-SVID lifetime, so each one reaches the server."
+    )
+    audience: str = text(
+        "spire-health-exporter/roundtrip",
+        "Audience reserved for this probe; it must differ from fetch_jwt_svid's.",
+        pattern=".",
+        expect="an audience: it must not be empty",
+    )
+
+
+def settle(own: RoundTripSettings, probes: Mapping[str, ProbeSettings]) -> RoundTripSettings:
+    cached = probes[jwt_svid.NAME]
+    if isinstance(cached, AudienceSettings) and cached.audience == own.audience:
+        raise ConfigError(
+            f"probes.{NAME}.audience: must differ from probes.{jwt_svid.NAME}.audience, "
+            "or the cached probe would keep renewing the round-trip token"
+        )
+    return own
 
 
 class StaleToken(MalformedAnswer):
@@ -38,15 +64,17 @@ class RoundTripProbe:
         self._previous: SvidInfo | None = None
         self._warned = False
 
-    def __call__(self, client: WorkloadClient, settings: ProbeSettings) -> ProbeResult:
+    def __call__(self, client: WorkloadClient, settings: RoundTripSettings) -> ProbeResult:
         with self._lock:
             audience = [settings.audience]
             return timed(
-                RPC, lambda: client.fetch_jwt_svid(audience, settings.timeout), self._judge(settings)
+                NAME, lambda: client.fetch_jwt_svid(audience, settings.timeout), self._judge(settings)
             )
 
-    def _judge(self, settings: ProbeSettings) -> Callable[[workload_pb2.JWTSVIDResponse], Judged]:
-        def judge(answer: workload_pb2.JWTSVIDResponse) -> Judged:
+    def _judge(
+        self, settings: RoundTripSettings
+    ) -> Callable[[workload_pb2.JWTSVIDResponse], Sequence[object]]:
+        def judge(answer: workload_pb2.JWTSVIDResponse) -> Sequence[object]:
             svid = jwt_svids(answer, [settings.audience], time.time())[0]
             previous, self._previous = self._previous, svid
             lifetime = svid.expiry - svid.issued
@@ -61,6 +89,16 @@ class RoundTripProbe:
                 )
             if previous is not None and previous.serial == svid.serial and previous.issued == svid.issued:
                 raise StaleToken("the agent returned its cached token; it could not reach the server")
-            return (), ()
+            return ()
 
         return judge
+
+
+SPEC: ProbeSpec[RoundTripSettings] = ProbeSpec(
+    NAME,
+    "FetchJWTSVID that the agent must take to the server: agent, server and datastore in one call.",
+    RoundTripProbe,
+    RoundTripSettings,
+    codes=(STALE_TOKEN,),
+    settle=settle,
+)

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import time
 
-from exporter import names
 from exporter.answers import jwt_svids
 from exporter.client import WorkloadClient
-from exporter.config import ProbeSettings
-from exporter.probes.base import timed
-from exporter.state import ProbeResult
+from exporter.probes.base import ProbeSpec, stateless, timed
+from exporter.result import ProbeResult
+from exporter.settings import AudienceSettings
 
-RPC = names.FETCH_JWT_SVID
+NAME = "fetch_jwt_svid"
 
 
-def probe(client: WorkloadClient, settings: ProbeSettings) -> ProbeResult:
+def probe(client: WorkloadClient, settings: AudienceSettings) -> ProbeResult:
     audience = [settings.audience]
     return timed(
-        RPC,
+        NAME,
         lambda: client.fetch_jwt_svid(audience, settings.timeout),
-        lambda answer: (jwt_svids(answer, audience, time.time()), ()),
+        lambda answer: jwt_svids(answer, audience, time.time()),
     )
+
+
+SPEC: ProbeSpec[AudienceSettings] = ProbeSpec(
+    NAME, "FetchJWTSVID for its audience, as the agent answers it from its cache.", stateless(probe),
+    AudienceSettings,
+)  # fmt: skip

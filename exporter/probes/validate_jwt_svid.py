@@ -8,25 +8,38 @@ with the time the fetch took, since ValidateJWTSVID itself was never called.
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from collections.abc import Mapping, Sequence
 
 import grpc
 from google.protobuf import struct_pb2
 
-from exporter import names
 from exporter._proto import workload_pb2
 from exporter.answers import MalformedAnswer, audiences, jwt_svids
 from exporter.client import WorkloadClient
-from exporter.config import ProbeSettings
-from exporter.probes.base import Judged, classify, timed
-from exporter.state import ProbeResult
+from exporter.probes import jwt_svid
+from exporter.probes.base import ProbeSpec, classify, stateless, timed
+from exporter.result import ProbeResult
+from exporter.settings import AudienceSettings, ProbeSettings
 
-RPC = names.VALIDATE_JWT_SVID
+NAME = "validate_jwt_svid"
 NO_TOKEN = "NO_TOKEN"
-CODES = (NO_TOKEN,)
 
 
-def probe(client: WorkloadClient, settings: ProbeSettings) -> ProbeResult:
+@dataclasses.dataclass(frozen=True)
+class ValidateSettings(ProbeSettings):
+    # Not a setting of its own: the fetch_jwt_svid probe's audience (see settle).
+    audience: str = ""
+
+
+def settle(own: ValidateSettings, probes: Mapping[str, ProbeSettings]) -> ValidateSettings:
+    fetch = probes[jwt_svid.NAME]
+    assert isinstance(fetch, AudienceSettings)
+    return dataclasses.replace(own, audience=fetch.audience)
+
+
+def probe(client: WorkloadClient, settings: ValidateSettings) -> ProbeResult:
     audience = [settings.audience]
     start = time.perf_counter()
     try:
@@ -35,28 +48,38 @@ def probe(client: WorkloadClient, settings: ProbeSettings) -> ProbeResult:
     except grpc.RpcError as e:
         code, message = classify(e)
         return ProbeResult(
-            RPC, NO_TOKEN, time.perf_counter() - start, f"no token to validate: {code} {message}"
+            NAME, NO_TOKEN, time.perf_counter() - start, f"no token to validate: {code} {message}"
         )
     except MalformedAnswer as e:
-        return ProbeResult(RPC, NO_TOKEN, time.perf_counter() - start, f"no token to validate: {e}")
+        return ProbeResult(NAME, NO_TOKEN, time.perf_counter() - start, f"no token to validate: {e}")
     remaining = settings.timeout - (time.perf_counter() - start)
     if remaining <= 0:
         return ProbeResult(
-            RPC,
+            NAME,
             "DEADLINE_EXCEEDED",
             time.perf_counter() - start,
             "fetching the token used the whole deadline",
         )
     token = fetched.svids[0].svid
 
-    def judge(validated: workload_pb2.ValidateJWTSVIDResponse) -> Judged:
+    def judge(validated: workload_pb2.ValidateJWTSVIDResponse) -> Sequence[object]:
         if validated.spiffe_id != spiffe_id:
             raise MalformedAnswer("validation names a different SPIFFE ID than the token")
         if settings.audience not in audiences(_aud(validated.claims)):
             raise MalformedAnswer("validated claims lack the audience")
-        return (), ()
+        return ()
 
-    return timed(RPC, lambda: client.validate_jwt_svid(settings.audience, token, remaining), judge)
+    return timed(NAME, lambda: client.validate_jwt_svid(settings.audience, token, remaining), judge)
+
+
+SPEC: ProbeSpec[ValidateSettings] = ProbeSpec(
+    NAME,
+    "ValidateJWTSVID of a token just fetched for fetch_jwt_svid's audience.",
+    stateless(probe),
+    ValidateSettings,
+    codes=(NO_TOKEN,),
+    settle=settle,
+)
 
 
 def _aud(claims: struct_pb2.Struct) -> object:

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-from exporter import names
 from exporter.answers import x509_bundles
 from exporter.client import WorkloadClient
-from exporter.config import ProbeSettings
-from exporter.probes.base import timed
-from exporter.state import ProbeResult
+from exporter.probes.base import ProbeSpec, stateless, timed
+from exporter.result import ProbeResult
+from exporter.settings import ProbeSettings
 
-RPC = names.FETCH_X509_BUNDLES
+NAME = "fetch_x509_bundles"
 
 
 def probe(client: WorkloadClient, settings: ProbeSettings) -> ProbeResult:
     clock: list[float] = []
     return timed(
-        RPC,
+        NAME,
         lambda: client.fetch_x509_bundles(settings.timeout, clock=clock),
-        lambda answer: ((), x509_bundles(answer.bundles)),
+        lambda answer: x509_bundles(answer.bundles),
         clock,
     )
+
+
+SPEC: ProbeSpec[ProbeSettings] = ProbeSpec(NAME, "FetchX509Bundles, to its first answer.", stateless(probe))

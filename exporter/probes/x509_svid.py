@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import time
 
-from exporter import names
 from exporter.answers import x509_svids
 from exporter.client import WorkloadClient
-from exporter.config import ProbeSettings
-from exporter.probes.base import timed
-from exporter.state import ProbeResult
+from exporter.probes.base import ProbeSpec, stateless, timed
+from exporter.result import ProbeResult
+from exporter.settings import ProbeSettings
 
-RPC = names.FETCH_X509_SVID
+NAME = "fetch_x509_svid"
 
 
 def probe(client: WorkloadClient, settings: ProbeSettings) -> ProbeResult:
     clock: list[float] = []
     return timed(
-        RPC,
+        NAME,
         lambda: client.fetch_x509_svid(settings.timeout, clock=clock),
-        lambda answer: (x509_svids(answer, time.time()), ()),
+        lambda answer: x509_svids(answer, time.time()),
         clock,
     )
+
+
+SPEC: ProbeSpec[ProbeSettings] = ProbeSpec(NAME, "FetchX509SVID, to its first answer.", stateless(probe))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psutil
 
-from exporter.state import ProcessSample
+from exporter.store.agent import ProcessSample
 
 PEER_TIMEOUT_SECONDS = 1.0
 NOBODY = 0  # socket_peer's answer when nothing listens on the socket

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -34,11 +35,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import cluster_files
-from local_spire import find_spire_bin_dir, wait_until
+from harness import cluster_files
+from harness.local_spire import find_spire_bin_dir, wait_until
+from harness.paths import K8S, ROOT
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+SCRIPTS = ROOT / "scripts"
 KUBERNETES_VERSION = "v1.34.4"
 CLUSTER = "she"
 NODE = "she-node"
@@ -92,7 +93,9 @@ class ClusterError(RuntimeError):
 def _run(
     cmd: list[str], timeout: float = 120, check: bool = True, **kwargs: object
 ) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False, **kwargs)  # type: ignore[call-overload]
+    done: subprocess.CompletedProcess[str] = subprocess.run(  # type: ignore[call-overload]
+        cmd, capture_output=True, text=True, timeout=timeout, check=False, **kwargs
+    )
     if check and done.returncode != 0:
         raise ClusterError(f"{' '.join(cmd[:4])} … failed: {(done.stderr or done.stdout).strip()[-1500:]}")
     return done
@@ -100,7 +103,7 @@ def _run(
 
 def _find_built(script: str, what: str) -> Path:
     done = subprocess.run(
-        [str(HERE / script)], stdout=subprocess.PIPE, stderr=sys.stderr, text=True, check=False
+        [str(SCRIPTS / script)], stdout=subprocess.PIPE, stderr=sys.stderr, text=True, check=False
     )
     if done.returncode != 0:
         raise ClusterError(f"{what} could not be built (scripts/{script} exited {done.returncode})")
@@ -216,7 +219,7 @@ class Cluster:
 
     def _images(self) -> list[Path]:
         """The exporter's image (scripts/build-image), SPIRE's and the pod sandbox's, saved for containerd."""
-        _run([str(HERE / "build-image"), EXPORTER_IMAGE], timeout=3600)
+        _run([str(SCRIPTS / "build-image"), EXPORTER_IMAGE], timeout=3600)
         spire_bin = find_spire_bin_dir()
         builds = {
             SPIRE_IMAGE: f"FROM {BASE_IMAGE}\nCOPY spire-server spire-agent /usr/local/bin/\n"
@@ -379,7 +382,7 @@ class Cluster:
         self.kubectl("wait", "--for=condition=Ready", f"node/{NODE}", "--timeout=120s", timeout=130)
 
     def _spire(self) -> None:
-        manifest = string.Template((ROOT / "tests" / "k8s" / "spire.yaml").read_text()).substitute(
+        manifest = string.Template((K8S / "spire.yaml").read_text()).substitute(
             TRUST_DOMAIN=TRUST_DOMAIN,
             CLUSTER=CLUSTER,
             NODE_IP=NODE_IP,
@@ -400,7 +403,7 @@ class Cluster:
     def monitoring(self, alertmanager_config: str, scrape_interval: str = "5s") -> None:
         """prometheus-operator with its CRDs, a Prometheus and an Alertmanager it manages (the
         latter configured by `alertmanager_config`), PodMonitors for SPIRE's telemetry and a
-        webhook receiver at WEBHOOK_URL (tests/k8s/monitoring.yaml)."""
+        webhook receiver at WEBHOOK_URL (harness/k8s/monitoring.yaml)."""
         started = time.monotonic()
         operator = _find_built("build-prometheus-operator", f"prometheus-operator {OPERATOR_VERSION}")
         alertmanager = shutil.which("prometheus-alertmanager")
@@ -429,7 +432,7 @@ class Cluster:
             "create", "secret", "generic", "alertmanager-main", "-n", "default",
             f"--from-file=alertmanager.yaml={self._write('alertmanager.yaml', alertmanager_config)}",
         )  # fmt: skip
-        manifest = string.Template((ROOT / "tests" / "k8s" / "monitoring.yaml").read_text()).substitute(
+        manifest = string.Template((K8S / "monitoring.yaml").read_text()).substitute(
             OPERATOR_IMAGE=MONITORING_IMAGES["operator"],
             RELOADER_IMAGE=MONITORING_IMAGES["prometheus-config-reloader"],
             PROMETHEUS_IMAGE=MONITORING_IMAGES["prometheus"],
@@ -445,7 +448,7 @@ class Cluster:
         self.rollout("default", "deployment/prometheus-operator")
         # The operator creates the StatefulSets; wait for them to exist, then to be ready.
         for workload in ("statefulset/prometheus-main", "statefulset/alertmanager-main"):
-            wait_until(lambda w=workload: self._ok("get", "-n", "default", w), 120, workload)
+            wait_until(functools.partial(self._ok, "get", "-n", "default", workload), 120, workload)
             try:
                 self.rollout("default", workload)
             except ClusterError as e:
@@ -548,7 +551,7 @@ def _pod_cgroup_dirs() -> Iterator[Path]:
 
 
 def _pod_pids() -> set[int]:
-    pids = set()
+    pids: set[int] = set()
     for top in _pod_cgroup_dirs():
         for procs in top.rglob("cgroup.procs"):
             with contextlib.suppress(OSError):

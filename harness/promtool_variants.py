@@ -13,16 +13,13 @@ import math
 import re
 from typing import Any
 
+from harness.promtext import duration_seconds
+
 EXPORTER_JOB = "spire-health-exporter"
 # Counters without a counter suffix: SPIRE's own telemetry names them so.
 SPIRE_COUNTERS = {"spire_agent_workload_api_connection", "spire_agent_manager_sync_fetch_entries_updates"}
 _NUMBER = r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
 _TOKEN = re.compile(rf"^(?P<a>{_NUMBER}|_)(?:(?P<op>[-+])(?P<b>{_NUMBER}))?x(?P<n>\d+)$")
-
-
-def parse_duration(text: str) -> int:
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    return sum(int(n) * units[u] for n, u in re.findall(r"(\d+)([smhd])", text))
 
 
 def expand(values: str) -> list[float | None]:
@@ -88,9 +85,9 @@ def variant(doc: dict[str, Any], scrape_interval: str, extra: dict[str, str]) ->
     """`doc` (a promtool test file) at `scrape_interval`, the exporter's series labelled as a
     chart target with `extra` (container, endpoint, and service for a ServiceMonitor)."""
     out = copy.deepcopy(doc)
-    new_step = parse_duration(scrape_interval)
+    new_step = int(duration_seconds(scrape_interval))
     for group in out["tests"]:
-        step = parse_duration(group["interval"])
+        step = int(duration_seconds(group["interval"]))
         group["interval"] = scrape_interval
         for item in group["input_series"]:
             values = resample(expand(str(item["values"])), step, new_step, _is_counter(item["series"]))

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from local_spire import free_port, stop_process, wait_until
+
+from harness.local_spire import free_port, stop_process, wait_until
+from harness.paths import ROOT
 
 ALERTMANAGER_NAMES = ("prometheus-alertmanager", "alertmanager")
 
@@ -86,9 +88,7 @@ class Alertmanager:
         self.dir = workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        shipped = yaml.safe_load(
-            (Path(__file__).parent.parent / "alerts" / "alertmanager.example.yml").read_text()
-        )
+        shipped = yaml.safe_load((ROOT / "alerts" / "alertmanager.example.yml").read_text())
         shipped["route"].update(group_wait="1s", group_interval="1s")
         for receiver in shipped["receivers"]:
             for hook in receiver.get("webhook_configs", []):
@@ -142,7 +142,7 @@ class PromStack:
         webhook: Webhook,
         labels: dict[str, str],
         jobs: dict[str, str] | None = None,
-    ):
+    ) -> None:
         prometheus, _ = binaries()
         assert prometheus
         self.dir = workdir
@@ -183,7 +183,10 @@ class PromStack:
         wait_until(lambda: _ready(self.url + "/-/ready"), 60, "Prometheus to be ready")
 
     def query(self, expr: str) -> dict[str, Any]:
-        return get_json(self.url + "/api/v1/query?" + urllib.parse.urlencode({"query": expr}))
+        answer: dict[str, Any] = get_json(
+            self.url + "/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        )
+        return answer
 
     def stop(self) -> None:
         stop_process(self.prometheus, grace=15)

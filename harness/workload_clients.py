@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Workload API clients that behave as real workloads do, well and badly, for tests and benchmarks.
 
-    python scripts/workload_clients.py good     --socket PATH --seconds 30
-    python scripts/workload_clients.py per-call --socket PATH --seconds 30 --rate 20
-    python scripts/workload_clients.py leak     --socket PATH --seconds 60 --rate 2 --max 40
+    python -m harness.workload_clients good     --socket PATH --seconds 30
+    python -m harness.workload_clients per-call --socket PATH --seconds 30 --rate 20
+    python -m harness.workload_clients leak     --socket PATH --seconds 60 --rate 2 --max 40
 
 good:     one channel and one FetchX509SVID stream for the whole run, as an X509Source used
           right (one source per process, closed on exit); it reads every rotation the agent pushes.
@@ -24,12 +24,10 @@ import json
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import grpc
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from exporter._proto import workload_pb2
 
 HEADER = (("workload.spiffe.io", "true"),)

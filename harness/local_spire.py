@@ -3,8 +3,8 @@
 
 Everything listens on 127.0.0.1 or on Unix sockets inside one temporary directory.
 
-    python scripts/local_spire.py run          # SPIRE only; prints the agent socket
-    python scripts/local_spire.py demo         # SPIRE plus the exporter; prints the metrics URL
+    python -m harness.local_spire run          # SPIRE only; prints the agent socket
+    python -m harness.local_spire demo         # SPIRE plus the exporter; prints the metrics URL
 """
 
 from __future__ import annotations
@@ -21,11 +21,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
+from harness.paths import ROOT
+
+T = TypeVar("T")
 SPIRE_VERSION = "v1.13.3"
 TRUST_DOMAIN = "example.org"
-HERE = Path(__file__).resolve().parent
+
+SCRIPTS = ROOT / "scripts"
 
 
 class SpireUnavailable(RuntimeError):
@@ -44,7 +50,7 @@ def find_spire_bin_dir() -> Path:
     if server and agent and Path(server).parent == Path(agent).parent:
         return Path(server).parent
     built = subprocess.run(
-        [str(HERE / "build-spire")], stdout=subprocess.PIPE, stderr=sys.stderr, text=True, check=False
+        [str(SCRIPTS / "build-spire")], stdout=subprocess.PIPE, stderr=sys.stderr, text=True, check=False
     )
     if built.returncode != 0:
         raise SpireUnavailable(
@@ -60,7 +66,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.2):  # noqa: ANN001, ANN201
+def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.2) -> T:
     deadline = time.monotonic() + timeout
     while True:
         result = predicate()

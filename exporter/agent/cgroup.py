@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from exporter.state import CgroupSample
+from exporter.store.agent import CgroupSample
 
 # v1 reports "no limit" as a page-rounded 2^63-1; anything this large is no limit.
 _UNLIMITED = 1 << 60

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from certs import TestCA, jwks, make_jwt
 
 from exporter._proto import health_pb2, workload_pb2
+from harness.certs import TestCA, jwks, make_jwt
 
 MAX_HANG = 30.0
 
@@ -40,7 +40,7 @@ class FakeAgent:
         self.calls: dict[str, int] = {}
         self._stop = threading.Event()
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
-        methods = {
+        methods: dict[str, tuple[bool, Any, Callable[[Any], Any]]] = {
             "FetchX509SVID": (True, workload_pb2.X509SVIDRequest, self.x509_svid),
             "FetchX509Bundles": (True, workload_pb2.X509BundlesRequest, self.x509_bundles),
             "FetchJWTSVID": (False, workload_pb2.JWTSVIDRequest, self.jwt_svid),
@@ -155,3 +155,42 @@ class FakeAgent:
         return grpc.unary_stream_rpc_method_handler(
             stream, request_deserializer=request_type.FromString, response_serializer=serialize
         )
+
+
+def svid_answer(
+    fake: FakeAgent,
+    cert: bytes | None = None,
+    spiffe_id: str | None = None,
+    key: bytes = b"k",
+    bundle: bytes | None = None,
+) -> Callable[[Any], workload_pb2.X509SVIDResponse]:
+    """An X509SVIDResponse from the fake's CA, with the parts a test wants broken replaced."""
+
+    def answer(_req: Any) -> workload_pb2.X509SVIDResponse:
+        leaf, _, _ = fake.ca.leaf(fake.spiffe_id)
+        return workload_pb2.X509SVIDResponse(
+            svids=[
+                workload_pb2.X509SVID(
+                    spiffe_id=spiffe_id or fake.spiffe_id,
+                    x509_svid=leaf if cert is None else cert,
+                    x509_svid_key=key,
+                    bundle=fake.ca.der if bundle is None else bundle,
+                )
+            ]
+        )
+
+    return answer
+
+
+def jwt_answer(
+    fake: FakeAgent, token_of: Callable[[list[str]], str]
+) -> Callable[[Any], workload_pb2.JWTSVIDResponse]:
+    """A JWTSVIDResponse carrying the token `token_of` makes for the requested audience."""
+
+    def answer(req: Any) -> workload_pb2.JWTSVIDResponse:
+        token = token_of(list(req.audience))
+        return workload_pb2.JWTSVIDResponse(
+            svids=[workload_pb2.JWTSVID(spiffe_id=fake.spiffe_id, svid=token)]
+        )
+
+    return answer

@@ -1,14 +1,18 @@
-"""Runs last: every log line and every metrics or status page this test run produced holds no
-private key material and no JWT, in any encoding the exporter could have used."""
+"""Runs last (its `last` mark; conftest.py orders it): every log line and every metrics or status
+page this test run produced holds no private key material and no JWT, in any encoding the
+exporter could have used."""
 
 from __future__ import annotations
 
 import base64
 import re
 
+import pytest
 from conftest import IN_CI, OUTPUTS, require
 
 from exporter.client import WorkloadClient
+
+pytestmark = pytest.mark.last
 
 # PKCS#8 prefix of every P-256 EC private key (SPIRE's default key type), as DER hex and base64.
 PKCS8_EC_P256 = bytes.fromhex("308187020100301306072a8648ce3d020106082a8648ce3d030107046d306b0201010420")

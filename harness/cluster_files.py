@@ -74,7 +74,8 @@ def write_pki(pki: Path, node: str, node_ip: str, service_ip: str) -> dict[str, 
 
     names = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"]
     ips = ["127.0.0.1", node_ip, service_ip]
-    sans = [x509.DNSName(n) for n in names] + [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
+    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in names]
+    sans += [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]
     issue("apiserver", _name("kube-apiserver"), ExtendedKeyUsageOID.SERVER_AUTH, sans)
     issue(
         "apiserver-kubelet-client",

@@ -9,7 +9,7 @@ import json
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import ExtensionOID, NameOID
 
 
 def _name(cn: str) -> x509.Name:
@@ -84,3 +84,23 @@ def jwks(n_keys: int = 1) -> bytes:
     return json.dumps(
         {"keys": [{"kty": "EC", "kid": f"k{i}", "crv": "P-256", "x": "AA", "y": "AA"} for i in range(n_keys)]}
     ).encode()
+
+
+def malformed_san_leaf(ca: TestCA) -> bytes:
+    """A leaf whose SAN extension does not parse: cryptography raises ValueError on reading it."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([]))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(
+            x509.UnrecognizedExtension(ExtensionOID.SUBJECT_ALTERNATIVE_NAME, b"\x30\x03\x86\x01"), False
+        )
+        .sign(ca.key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.DER)

@@ -1,0 +1,1 @@
+"""Alert and recording rules, generated from alerts/config.yml (python -m alerts.generate)."""

@@ -1,0 +1,1 @@
+"""Grafana dashboards, generated with grafana-foundation-sdk (python -m dashboards.generate)."""

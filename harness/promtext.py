@@ -1,0 +1,35 @@
+"""Reading what Prometheus speaks: the text exposition format and its durations."""
+
+from __future__ import annotations
+
+import re
+
+from prometheus_client.parser import text_string_to_metric_families
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse(text: str) -> Samples:
+    """Every sample of a /metrics page, by name and sorted labels."""
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+def get(samples: Samples, name: str, **labels: str) -> float | None:
+    return samples.get((name, tuple(sorted(labels.items()))))
+
+
+def names(samples: Samples) -> set[str]:
+    return {name for name, _ in samples}
+
+
+def duration_seconds(text: str) -> float:
+    """A Prometheus duration such as 30s, 1m30s or 1d, in seconds."""
+    parts = re.findall(r"(\d+)(ms|[smhdw])", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"{text!r} is not a Prometheus duration")
+    return sum(int(n) * _DURATION_UNITS[u] for n, u in parts)

@@ -1,0 +1,159 @@
+"""What is derived from one source stays in step with it: the settings table gives the parser,
+`--help`, docs/configuration.md, the README's flags and the chart's schema; the dashboards and
+docs/metrics.md match what the generators and the collectors really produce."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+import jsonschema
+import pytest
+import yaml
+from conftest import K8S_VERSION, ROOT, cli, helm, render, state_registry
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from dashboards import generate as generate_dashboards
+from exporter import config
+from exporter.answers import BundleInfo, SvidInfo
+from exporter.probes import registered
+from exporter.result import ProbeResult
+from exporter.settings import ConfigError, coerce
+from exporter.store import State
+from exporter.store.agent import CgroupSample, ProcessSample
+from harness import generated
+from harness.paths import CHART
+
+EXAMPLES = sorted((ROOT / "deploy" / "helm" / "examples").glob("*.yaml"))
+# Values of every kind a person or a chart might write: well-formed, malformed and of the wrong type.
+CANDIDATES: list[object] = [
+    "15s", "500ms", "1.5m", "1h", "0.5s", "1h30m", "1d", "0s", "0.0s", "-1s", "15", "s", " 15s", "15S",
+    2, 0.25, 0, -3, True, False, "true", "false", "yes", 1, 10, -1, 1.5, "10", "",
+    "x", "/metrics", "/", "/healthz", "metrics", ":9989", "localhost", "[::1]:9989", "127.0.0.1:99999",
+    "0.0.0.0:9989", "http://127.0.0.1:9982", "http://$(HOST_IP):9982", "localhost:9982", "ftp://a",
+    "unix:///run/a.sock", "unix:/run/a.sock", "/run/a.sock", "a.sock", "debug", "verbose", "json",
+    "logfmt", "spire-agent", "spire-agent run.*",
+]  # fmt: skip
+
+
+def test_generated_files_are_current() -> None:
+    assert generated.stale() == [], "run python -m harness.generated"
+
+
+def test_help_lists_every_flag_with_the_table_help() -> None:
+    done = cli("--help")
+    assert done.returncode == 0
+    text = " ".join(done.stdout.split())
+    for flag, setting in config.flag_table().items():
+        assert f"--{flag}" in text
+        assert " ".join(setting.meta.help.split()) in text, flag
+
+
+def _schema_of(key: str) -> dict:
+    """The chart's `config` schema of one dotted key of the exporter's file."""
+    node = json.loads((CHART / "values.schema.json").read_text())["properties"]["config"]
+    for part in key.split("."):
+        node = node["properties"][part]
+    return node
+
+
+@pytest.mark.parametrize("setting", list(config.table()), ids=lambda s: s.key)
+def test_the_schema_accepts_only_what_the_exporter_accepts(setting) -> None:
+    """Through `config` every key reaches the file: a value the schema lets through must parse.
+    For strings (what YAML gives for text) the two agree exactly, except that a schema cannot
+    judge a regular expression."""
+    validator = jsonschema.Draft7Validator(_schema_of(setting.key))
+    for value in CANDIDATES:
+        try:
+            coerce(setting.meta, value, setting.key)
+            exporter_ok = True
+        except ConfigError:
+            exporter_ok = False
+        schema_ok = validator.is_valid(value)
+        assert exporter_ok or not schema_ok, (
+            setting.key,
+            value,
+            "the schema accepts what the exporter rejects",
+        )
+        if isinstance(value, str) and setting.meta.kind in ("str", "duration") and setting.meta.check is None:
+            assert schema_ok == exporter_ok, (setting.key, value)
+
+
+def test_the_chart_rejects_a_duration_the_exporter_rejects() -> None:
+    for value, ok in (("1h30m", False), ("1d", False), ("0s", False), ("90s", True), ("1.5m", True)):
+        done = subprocess.run(
+            [helm(), "lint", "--strict", str(CHART), "--kube-version", K8S_VERSION,
+             "--set", f"probes.interval={value}", "--set", "probes.timeout=1s"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert (done.returncode == 0) == ok, (value, done.stdout + done.stderr)
+        env = {
+            "SPIFFE_ENDPOINT_SOCKET": "unix:///a.sock",
+            "SPIRE_HEALTH_EXPORTER_PROBES_INTERVAL": value,
+            "SPIRE_HEALTH_EXPORTER_PROBES_TIMEOUT": "1s",
+        }
+        with_exporter = cli("check-config", "/dev/null", env=env)
+        assert (with_exporter.returncode == 0) == ok, (value, with_exporter.stderr)
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
+def test_each_chart_example_passes_check_config_as_the_pod_runs_it(example, tmp_path) -> None:
+    """Rendered with the example's values: the ConfigMap's file, judged by check-config with the
+    environment the DaemonSet gives the container (Kubernetes' $(VAR) expansion done as it would)."""
+    done = subprocess.run(
+        [helm(), "template", "she", str(CHART), "--namespace", "spire-system", "--kube-version", K8S_VERSION,
+         "--values", str(example)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    docs = [d for d in yaml.safe_load_all(done.stdout) if d]
+    (cm,) = [d for d in docs if d["kind"] == "ConfigMap" and "config.yml" in d["data"]]
+    (ds,) = [d for d in docs if d["kind"] == "DaemonSet"]
+    (container,) = ds["spec"]["template"]["spec"]["containers"]
+    env: dict[str, str] = {"HOST_IP": "10.0.0.7", "POD_NAME": "she-abcde"}
+    for item in container.get("env", []):
+        if "value" in item:
+            env[item["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env.get(m[1], m[0]), item["value"])
+    (tmp_path / "config.yml").write_text(cm["data"]["config.yml"])
+    checked = cli("check-config", str(tmp_path / "config.yml"), env=env)
+    assert checked.returncode == 0, checked.stderr
+    assert "--config.file=/etc/spire-health-exporter/config.yml" in container["args"]
+
+
+def test_every_dashboard_file_is_one_the_generator_makes() -> None:
+    """A dashboard left behind after a rename would ship unchecked in the chart."""
+    made = set(generate_dashboards.render())
+    assert {p.name for p in (ROOT / "dashboards").glob("*.json")} == made
+    assert {p.name for p in generate_dashboards.CHART_FILES.iterdir()} == made
+
+
+def every_series() -> dict[str, str]:
+    """Each family the collectors expose when every store holds something, by its exposed name
+    (counters with _total) and its type."""
+    state = State()
+    for spec in registered():
+        state.probes.register(spec.name, spec.codes, 5.0, 15.0)
+        state.record(ProbeResult(spec.name, "OK", 0.01))
+    state.record(
+        ProbeResult("fetch_x509_svid", "OK", 0.01, facts=(SvidInfo("x509", "spiffe://td/a", 1, 2e9, "1"),))
+    )
+    state.record(
+        ProbeResult("fetch_jwt_svid", "OK", 0.01, facts=(SvidInfo("jwt", "spiffe://td/a", 1, 2e9, "j"),))
+    )
+    state.record(
+        ProbeResult("fetch_x509_bundles", "OK", 0.01, facts=(BundleInfo("x509", "td", 1, 2e9, 2e9),))
+    )
+    state.record(ProbeResult("fetch_jwt_bundles", "OK", 0.01, facts=(BundleInfo("jwt", "td", 1, None),)))
+    state.identities.record_watch([SvidInfo("x509", "spiffe://td/a", 1, 2e9, "1")])
+    state.agent.set_http_health("live", True)
+    state.agent.set_process(ProcessSample(1, 2, 3, 4.0, 5, 6, 7.0, 8), CgroupSample(2, 1, 1, 1, 1, 0))
+    state.own.register_job("agent", 60)
+    state.own.set_watch_up(True)
+    text = generate_latest(state_registry(state)).decode()
+    assert render(state_registry(state))  # it parses back
+    return {
+        f.name + ("_total" if f.type == "counter" else ""): f.type
+        for f in text_string_to_metric_families(text)
+    }
