@@ -59,14 +59,11 @@ def _params(c: dict[str, Any], name: str) -> dict[str, Any]:
         **own,
     }
     if name == "SpireAgentWorkloadAPIProbeFailing":
-        probes = (
-            'spire_workload_api_probes_total{%(sel)s, %(cached)s, rpc!="health_check"%%s}[%(window)s]'
-            % params
-        )
+        probes = 'spire_health_probes_total{%(sel)s, %(cached)s, rpc!="health_check"%%s}[%(window)s]' % params
         params["attempts"] = "sum without (code) (increase(%s))" % (probes % "")
         params["attempts_ok"] = "sum without (code) (increase(%s))" % (probes % ', code="OK"')
         params["denied"] = (
-            'increase(spire_workload_api_probes_total{%(sel)s, rpc="fetch_x509_svid", code="PERMISSION_DENIED"}'
+            'increase(spire_health_probes_total{%(sel)s, rpc="fetch_x509_svid", code="PERMISSION_DENIED"}'
             "[%(window)s])" % params
         )
     params["burn_fast"] = burn(FAST_BURN, str(params["objective"]))
@@ -85,14 +82,14 @@ def _params(c: dict[str, Any], name: str) -> dict[str, Any]:
             return f"({series} >= max_over_time({series}[{w}]) and {series} - min_over_time({series}[{w}]) >= {g})"
 
         params["growing_agent"] = growing("spire_agent_workload_api_connections{%(agent_sel)s}" % params)
-        params["growing_socket"] = growing("spire_agent_socket_connections{%(sel)s}" % params)
+        params["growing_socket"] = growing("spire_health_agent_socket_connections{%(sel)s}" % params)
     return params
 
 
 def recording_rules(c: dict[str, Any]) -> list[dict[str, str]]:
     err = _params(c, "SpireAgentWorkloadAPIErrorRatioHigh")
     lat = _params(c, "SpireAgentWorkloadAPILatencyHigh")
-    total = "spire_workload_api_probes_total{%(sel)s, %(cached)s%(extra)s}[%(window)s]"
+    total = "spire_health_probes_total{%(sel)s, %(cached)s%(extra)s}[%(window)s]"
     rules = [
         {
             "record": "spire:workload_api_probe_errors:ratio_rate%(window)s" % err,
@@ -101,7 +98,7 @@ def recording_rules(c: dict[str, Any]) -> list[dict[str, str]]:
         },
         {
             "record": "spire:workload_api_probe_duration_seconds:p99_rate%(window)s" % lat,
-            "expr": "histogram_quantile(0.99, rate(spire_workload_api_probe_duration_seconds_bucket{%(sel)s}"
+            "expr": "histogram_quantile(0.99, rate(spire_health_probe_duration_seconds_bucket{%(sel)s}"
             "[%(window)s]))" % lat,
         },
     ]
@@ -110,7 +107,7 @@ def recording_rules(c: dict[str, Any]) -> list[dict[str, str]]:
         for window in SLO_WINDOWS:
             rules.append(
                 {
-                    "record": f"{level}:spire_workload_api_probe_errors:ratio_rate{window}",
+                    "record": f"{level}:spire_health_probe_errors:ratio_rate{window}",
                     "expr": error_ratio(c["selector"], by, window),
                 }
             )

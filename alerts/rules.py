@@ -52,8 +52,8 @@ ALERTS = [
         "node",
         # A share of the attempts, so that it means the same at any probe interval.
         "sum without (rpc, code) (increase("
-        'spire_workload_api_probes_total{%(sel)s, code="DEADLINE_EXCEEDED", %(cached)s}[%(window)s]'
-        ")) / sum without (rpc, code) (increase(spire_workload_api_probes_total{%(sel)s, %(cached)s}[%(window)s])) "
+        'spire_health_probes_total{%(sel)s, code="DEADLINE_EXCEEDED", %(cached)s}[%(window)s]'
+        ")) / sum without (rpc, code) (increase(spire_health_probes_total{%(sel)s, %(cached)s}[%(window)s])) "
         "> %(ratio)s",
         "Workload API calls hit their deadline",
         "{{ $value | humanizePercentage }} of Workload API probes on node %(node)s ran into their deadline "
@@ -101,9 +101,9 @@ ALERTS = [
         "SpireX509SVIDNotRotated",
         "warning",
         "node",
-        '(spire_svid_expiry_timestamp_seconds{%(sel)s, kind="x509"} - time()) / '
-        '(spire_svid_expiry_timestamp_seconds{%(sel)s, kind="x509"} - '
-        'spire_svid_issued_timestamp_seconds{%(sel)s, kind="x509"}) < %(remaining_fraction)s',
+        '(spire_health_svid_expiry_timestamp_seconds{%(sel)s, kind="x509"} - time()) / '
+        '(spire_health_svid_expiry_timestamp_seconds{%(sel)s, kind="x509"} - '
+        'spire_health_svid_issued_timestamp_seconds{%(sel)s, kind="x509"}) < %(remaining_fraction)s',
         "X.509-SVID not rotated on time",
         "The X.509-SVID {{ $labels.spiffe_id }} on node %(node)s has only {{ $value | humanizePercentage }} "
         "of its lifetime left; the agent renews at about half, so rotation is stuck.",
@@ -113,9 +113,9 @@ ALERTS = [
         "critical",
         "node",
         # A share of the SVID's own lifetime, so that short TTLs don't page all day.
-        "(spire_svid_expiry_timestamp_seconds{%(sel)s} - time()) and ("
-        "(spire_svid_expiry_timestamp_seconds{%(sel)s} - time()) / (spire_svid_expiry_timestamp_seconds{%(sel)s} - "
-        "spire_svid_issued_timestamp_seconds{%(sel)s}) < %(remaining_fraction)s)",
+        "(spire_health_svid_expiry_timestamp_seconds{%(sel)s} - time()) and ("
+        "(spire_health_svid_expiry_timestamp_seconds{%(sel)s} - time()) / (spire_health_svid_expiry_timestamp_seconds{%(sel)s} - "
+        "spire_health_svid_issued_timestamp_seconds{%(sel)s}) < %(remaining_fraction)s)",
         "SVID about to expire",
         "The {{ $labels.kind }} SVID {{ $labels.spiffe_id }} on node %(node)s " + EXPIRY + ": "
         "less than {{ %(remaining_fraction)s | humanizePercentage }} of its lifetime was left and the agent "
@@ -127,7 +127,7 @@ ALERTS = [
         "node",
         # The newest CA, not the earliest nor a count: SPIRE keeps an expired CA in the bundle
         # for a while, so "two certificates" can be one expired and one about to.
-        "spire_trust_bundle_latest_expiry_timestamp_seconds{%(sel)s} - time() < %(seconds)s",
+        "spire_health_trust_bundle_latest_expiry_timestamp_seconds{%(sel)s} - time() < %(seconds)s",
         "Trust bundle CA expiring without a successor",
         "The newest CA in the {{ $labels.trust_domain }} bundle seen on node %(node)s " + EXPIRY + " "
         "and no successor CA has been published.",
@@ -166,7 +166,7 @@ ALERTS = [
         "warning",
         "node",
         # The working set, as the kubelet counts it: page cache the kernel can drop is no pressure.
-        "spire_agent_cgroup_memory_working_set_bytes{%(sel)s} / spire_agent_cgroup_memory_limit_bytes{%(sel)s} "
+        "spire_health_agent_cgroup_memory_working_set_bytes{%(sel)s} / spire_health_agent_cgroup_memory_limit_bytes{%(sel)s} "
         "> %(fraction)s",
         "SPIRE agent memory near its cgroup limit",
         "The SPIRE agent on node %(node)s has a working set of {{ $value | humanizePercentage }} "
@@ -177,8 +177,8 @@ ALERTS = [
         "info",
         "node",
         # The peak never falls while the process lives, so it fires only while the peak is new.
-        "spire_agent_process_peak_resident_memory_bytes{%(sel)s} / spire_agent_cgroup_memory_limit_bytes{%(sel)s} "
-        "> %(fraction)s and changes(spire_agent_process_peak_resident_memory_bytes{%(sel)s}[%(window)s]) > 0",
+        "spire_health_agent_process_peak_resident_memory_bytes{%(sel)s} / spire_health_agent_cgroup_memory_limit_bytes{%(sel)s} "
+        "> %(fraction)s and changes(spire_health_agent_process_peak_resident_memory_bytes{%(sel)s}[%(window)s]) > 0",
         "SPIRE agent memory peak came close to its limit",
         "The SPIRE agent on node %(node)s peaked at {{ $value | humanizePercentage }} of its memory limit "
         "in the last %(window)s (startup and attestation bursts); a larger burst will be OOM-killed.",
@@ -187,7 +187,7 @@ ALERTS = [
         "SpireAgentOOMKilled",
         "critical",
         "node",
-        "increase(spire_agent_cgroup_oom_kills_total{%(sel)s}[%(window)s]) > 0",
+        "increase(spire_health_agent_cgroup_oom_kills_total{%(sel)s}[%(window)s]) > 0",
         "SPIRE agent OOM-killed",
         "The OOM killer killed a process in the SPIRE agent's cgroup on node %(node)s "
         "{{ $value | humanize }} times in the last %(window)s.",
@@ -211,7 +211,7 @@ ALERTS = [
         "SpireAgentRestarting",
         "warning",
         "node",
-        "changes(spire_agent_process_start_time_seconds{%(sel)s}[%(window)s]) >= %(restarts)s",
+        "changes(spire_health_agent_process_start_time_seconds{%(sel)s}[%(window)s]) >= %(restarts)s",
         "SPIRE agent restarting repeatedly",
         "The SPIRE agent on node %(node)s restarted {{ $value | humanize }} times in the last %(window)s.",
     ),
@@ -219,7 +219,7 @@ ALERTS = [
         "SpireAgentDown",
         "critical",
         "node",
-        "spire_agent_process_up{%(sel)s} == 0",
+        "spire_health_agent_process_up{%(sel)s} == 0",
         "SPIRE agent down",
         "No spire-agent process is running on node %(node)s: nothing there can get an identity.",
     ),
@@ -227,7 +227,7 @@ ALERTS = [
         "SpireAgentNotServing",
         "warning",
         "node",
-        "spire_agent_grpc_health_serving{%(sel)s} == 0",
+        "spire_health_agent_grpc_health_serving{%(sel)s} == 0",
         "SPIRE agent socket not serving",
         "The SPIRE agent socket on node %(node)s does not answer its gRPC health check with SERVING "
         "(the agent is hung, overloaded, still starting, or gone).",
@@ -260,8 +260,8 @@ ALERTS = [
         "SpireHealthExporterNoRegistrationEntry",
         "warning",
         "node",
-        'increase(spire_workload_api_probes_total{%(sel)s, rpc="fetch_x509_svid", code="PERMISSION_DENIED"}'
-        '[%(window)s]) > 0 and ignoring (code) spire_workload_api_probe_success{%(sel)s, rpc="fetch_x509_svid"} == 0',
+        'increase(spire_health_probes_total{%(sel)s, rpc="fetch_x509_svid", code="PERMISSION_DENIED"}'
+        '[%(window)s]) > 0 and ignoring (code) spire_health_probe_success{%(sel)s, rpc="fetch_x509_svid"} == 0',
         "The exporter has no registration entry",
         'The SPIRE agent on node %(node)s answers the exporter "no identity issued" (PERMISSION_DENIED): '
         "its registration entry is missing or its selectors do not match.",
@@ -271,8 +271,8 @@ ALERTS = [
         "warning",
         "node",
         # The exporter serves its last values while a probe loop hangs; the attempt time shows it.
-        "time() - spire_exporter_probe_last_attempt_timestamp_seconds{%(sel)s} > %(periods)s * "
-        "(spire_workload_api_probe_interval_seconds{%(sel)s} + spire_workload_api_probe_timeout_seconds{%(sel)s})",
+        "time() - spire_health_probe_last_attempt_timestamp_seconds{%(sel)s} > %(periods)s * "
+        "(spire_health_probe_interval_seconds{%(sel)s} + spire_health_probe_timeout_seconds{%(sel)s})",
         "spire-health-exporter probe loop stuck",
         "The {{ $labels.rpc }} probe on node %(node)s last finished {{ $value | humanizeDuration }} ago, "
         "more than %(periods)s probe periods: its loop is stuck and its metrics are stale.",
@@ -311,7 +311,7 @@ ALERTS = [
 def error_ratio(sel: str, by: str, window: str) -> str:
     """The SLI's failed share: cached probes, a missing registration entry left out (it is the
     exporter's configuration, not the agent's availability; NoRegistrationEntry says so)."""
-    probes = "spire_workload_api_probes_total{%s, %s, code!~%s}[%s]"
+    probes = "spire_health_probes_total{%s, %s, code!~%s}[%s]"
     failed = probes % (sel, CACHED, '"OK|PERMISSION_DENIED"', window)
     answered = probes % (sel, CACHED, '"PERMISSION_DENIED"', window)
     return f"sum by ({by}) (rate({failed})) / sum by ({by}) (rate({answered}))"
@@ -319,7 +319,7 @@ def error_ratio(sel: str, by: str, window: str) -> str:
 
 def burn(pairs: tuple[tuple[str, str, float], ...], objective: str) -> str:
     """Both windows over the burn rate: the long one says it matters, the short one that it's now."""
-    record = "cluster:spire_workload_api_probe_errors:ratio_rate%s"
+    record = "cluster:spire_health_probe_errors:ratio_rate%s"
     return " or ".join(
         f"({record % long} > ({rate} * (1 - {objective})) and {record % short} > ({rate} * (1 - {objective})))"
         for long, short, rate in pairs

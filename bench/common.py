@@ -45,9 +45,10 @@ def local_spire() -> Iterator[LocalSpire]:
 
 @contextlib.contextmanager
 def exporter(
-    spire: LocalSpire, *extra: str, config: str | None = None
+    spire: LocalSpire, *extra: str, config: str | None = None, source: Path | None = None
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """The exporter as its own process (as deployed), listening on a free loopback port."""
+    """The exporter as its own process (as deployed), listening on a free loopback port; from
+    `source`, another checkout's tree, instead of this one when given."""
     port = free_port()
     args = [
         sys.executable, "-m", "exporter",
@@ -59,7 +60,8 @@ def exporter(
         *(["--config.file", config] if config else []),
         *extra,
     ]  # fmt: skip
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # `python -m exporter` imports the package from its working directory before the installed one.
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=source)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:

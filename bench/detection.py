@@ -15,9 +15,9 @@ import urllib.request
 from bench.common import exporter, local_spire, median, table
 from harness.local_spire import LocalSpire
 
-SUCCESS = re.compile(r'^spire_workload_api_probe_success\{rpc="fetch_x509_svid"\} (\S+)$', re.M)
+SUCCESS = re.compile(r'^spire_health_probe_success\{rpc="fetch_x509_svid"\} (\S+)$', re.M)
 DEADLINES = re.compile(
-    r'^spire_workload_api_probes_total\{code="DEADLINE_EXCEEDED",rpc="fetch_x509_svid"\} (\S+)$', re.M
+    r'^spire_health_probes_total\{code="DEADLINE_EXCEEDED",rpc="fetch_x509_svid"\} (\S+)$', re.M
 )
 
 

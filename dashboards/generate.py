@@ -48,11 +48,11 @@ def variables(node_multi: bool) -> list[db.QueryVariable | db.DatasourceVariable
 
     return [
         db.DatasourceVariable("datasource").label("Data source").type("prometheus"),
-        query("cluster", "label_values(spire_exporter_build_info, cluster)", True),
-        query("job", 'label_values(spire_exporter_build_info{cluster=~"$cluster"}, job)', True),
+        query("cluster", "label_values(spire_health_build_info, cluster)", True),
+        query("job", 'label_values(spire_health_build_info{cluster=~"$cluster"}, job)', True),
         query(
             "node",
-            'label_values(spire_exporter_build_info{cluster=~"$cluster", job=~"$job"}, node)',
+            'label_values(spire_health_build_info{cluster=~"$cluster", job=~"$job"}, node)',
             node_multi,
         ),
     ]
@@ -75,7 +75,7 @@ def dashboard(uid: str, title: str, description: str, rows: p.Rows, node_multi: 
             .datasource(p.DS)
             .enable(True)
             .icon_color("orange")
-            .expr(f"changes(spire_agent_process_start_time_seconds{{{p.SEL}}}[2m]) > 0")
+            .expr(f"changes(spire_health_agent_process_start_time_seconds{{{p.SEL}}}[2m]) > 0")
         )
         .link(db.DashboardLink("Runbooks").type(dm.DashboardLinkType.LINK).url(p.RUNBOOKS).target_blank(True))
     )

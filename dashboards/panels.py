@@ -29,8 +29,8 @@ SERVER_SEL = 'cluster=~"$cluster"'
 RULE_SEL = 'cluster=~"$cluster", node=~"$node"'
 CACHED = 'rpc!="fetch_jwt_svid_roundtrip"'
 OK = ', code="OK"'
-PROBES = "spire_workload_api_probes_total"
-BUCKETS = "spire_workload_api_probe_duration_seconds_bucket"
+PROBES = "spire_health_probes_total"
+BUCKETS = "spire_health_probe_duration_seconds_bucket"
 
 Panel = timeseries.Panel | stat.Panel | table.Panel | bargauge.Panel
 Rows = list[tuple[str, list[Panel]]]
@@ -119,15 +119,15 @@ def quantile(q: float, by: str, window: str = "$__rate_interval") -> str:
 
 
 def svid_lifetime_left(by: str) -> str:
-    expiry = f'spire_svid_expiry_timestamp_seconds{{{SEL}, kind="x509"}}'
-    issued = f'spire_svid_issued_timestamp_seconds{{{SEL}, kind="x509"}}'
+    expiry = f'spire_health_svid_expiry_timestamp_seconds{{{SEL}, kind="x509"}}'
+    issued = f'spire_health_svid_issued_timestamp_seconds{{{SEL}, kind="x509"}}'
     return f"min by ({by}) (({expiry} - time()) / ({expiry} - {issued}))"
 
 
 def memory_share(by: str) -> str:
     return (
-        f"max by ({by}) (spire_agent_cgroup_memory_working_set_bytes{{{SEL}}} "
-        f"/ spire_agent_cgroup_memory_limit_bytes{{{SEL}}})"
+        f"max by ({by}) (spire_health_agent_cgroup_memory_working_set_bytes{{{SEL}}} "
+        f"/ spire_health_agent_cgroup_memory_limit_bytes{{{SEL}}})"
     )
 
 
@@ -143,7 +143,7 @@ def fleet_rows() -> Rows:
         panel(
             stat.Panel,
             "Nodes watched",
-            [(f"count(count by (cluster, node) (spire_exporter_build_info{{{SEL}}}))", "")],
+            [(f"count(count by (cluster, node) (spire_health_build_info{{{SEL}}}))", "")],
             "short",
             "Nodes with a spire-health-exporter target in the selection.",
             "SpireHealthExporterMissingOnNode",
@@ -155,7 +155,7 @@ def fleet_rows() -> Rows:
             "Nodes failing",
             [
                 (
-                    f"count(count by (cluster, node) (spire_workload_api_probe_success{{{SEL}, {CACHED}}} == 0)) or vector(0)",
+                    f"count(count by (cluster, node) (spire_health_probe_success{{{SEL}, {CACHED}}} == 0)) or vector(0)",
                     "",
                 )
             ],
@@ -169,7 +169,7 @@ def fleet_rows() -> Rows:
         panel(
             stat.Panel,
             "Agents down",
-            [(f"count(spire_agent_process_up{{{SEL}}} == 0) or vector(0)", "")],
+            [(f"count(spire_health_agent_process_up{{{SEL}}} == 0) or vector(0)", "")],
             "short",
             "Nodes where no spire-agent process runs.",
             "SpireAgentDown",
@@ -192,7 +192,7 @@ def fleet_rows() -> Rows:
         panel(
             stat.Panel,
             "Earliest CA expiry",
-            [(f"min(spire_trust_bundle_latest_expiry_timestamp_seconds{{{SEL}}}) - time()", "")],
+            [(f"min(spire_health_trust_bundle_latest_expiry_timestamp_seconds{{{SEL}}}) - time()", "")],
             "s",
             "Time until the newest CA of the trust bundle expires, on the node that sees the earliest one. "
             "With a healthy rotation it never drops below half the CA's lifetime.",
@@ -206,7 +206,7 @@ def fleet_rows() -> Rows:
             "SLO budget left (30 days)",
             [
                 (
-                    f"min(1 - avg_over_time(cluster:spire_workload_api_probe_errors:ratio_rate1h{{{SERVER_SEL}}}[30d]) "
+                    f"min(1 - avg_over_time(cluster:spire_health_probe_errors:ratio_rate1h{{{SERVER_SEL}}}[30d]) "
                     f"/ (1 - {OBJECTIVE}))",
                     "",
                 )
@@ -277,7 +277,7 @@ def fleet_rows() -> Rows:
             "Most agent restarts",
             [
                 (
-                    f"topk(10, sum by (cluster, node) (changes(spire_agent_process_start_time_seconds{{{SEL}}}[$__range])))",
+                    f"topk(10, sum by (cluster, node) (changes(spire_health_agent_process_start_time_seconds{{{SEL}}}[$__range])))",
                     "",
                 )
             ],
@@ -303,11 +303,11 @@ def fleet_rows() -> Rows:
             "Error budget burn rate by cluster",
             [
                 (
-                    f"cluster:spire_workload_api_probe_errors:ratio_rate5m{{{SERVER_SEL}}} / (1 - {OBJECTIVE})",
+                    f"cluster:spire_health_probe_errors:ratio_rate5m{{{SERVER_SEL}}} / (1 - {OBJECTIVE})",
                     "{{cluster}} 5m",
                 ),
                 (
-                    f"cluster:spire_workload_api_probe_errors:ratio_rate1h{{{SERVER_SEL}}} / (1 - {OBJECTIVE})",
+                    f"cluster:spire_health_probe_errors:ratio_rate1h{{{SERVER_SEL}}} / (1 - {OBJECTIVE})",
                     "{{cluster}} 1h",
                 ),
             ],
@@ -451,7 +451,7 @@ def node_rows() -> Rows:
         panel(
             stat.Panel,
             "Latest probe results",
-            [(f"min by (rpc) (spire_workload_api_probe_success{{{SEL}}})", "{{rpc}}")],
+            [(f"min by (rpc) (spire_health_probe_success{{{SEL}}})", "{{rpc}}")],
             "bool_yes_no",
             "Whether the latest probe of each RPC on this node succeeded.",
             "SpireAgentWorkloadAPIProbeFailing",
@@ -472,8 +472,8 @@ def node_rows() -> Rows:
             timeseries.Panel,
             "Error ratio against the SLO",
             [
-                (f"node:spire_workload_api_probe_errors:ratio_rate5m{{{RULE_SEL}}}", "5m"),
-                (f"node:spire_workload_api_probe_errors:ratio_rate1h{{{RULE_SEL}}}", "1h"),
+                (f"node:spire_health_probe_errors:ratio_rate5m{{{RULE_SEL}}}", "5m"),
+                (f"node:spire_health_probe_errors:ratio_rate1h{{{RULE_SEL}}}", "1h"),
             ],
             "percentunit",
             f"This node's failed share of cached probes (a missing registration entry left out), against the "
@@ -510,7 +510,7 @@ def node_rows() -> Rows:
             "Time since last success",
             [
                 (
-                    f"time() - max by (rpc) (spire_workload_api_last_success_timestamp_seconds{{{SEL}}})",
+                    f"time() - max by (rpc) (spire_health_probe_last_success_timestamp_seconds{{{SEL}}})",
                     "{{rpc}}",
                 )
             ],
@@ -536,9 +536,15 @@ def why_slow_panels() -> list[Panel]:
             timeseries.Panel,
             "Agent memory against its limit",
             [
-                (f"max by (node) (spire_agent_cgroup_memory_working_set_bytes{{{SEL}}})", "working set"),
-                (f"max by (node) (spire_agent_process_peak_resident_memory_bytes{{{SEL}}})", "peak RSS"),
-                (f"max by (node) (spire_agent_cgroup_memory_limit_bytes{{{SEL}}})", "limit"),
+                (
+                    f"max by (node) (spire_health_agent_cgroup_memory_working_set_bytes{{{SEL}}})",
+                    "working set",
+                ),
+                (
+                    f"max by (node) (spire_health_agent_process_peak_resident_memory_bytes{{{SEL}}})",
+                    "peak RSS",
+                ),
+                (f"max by (node) (spire_health_agent_cgroup_memory_limit_bytes{{{SEL}}})", "limit"),
             ],
             "bytes",
             "Cause 1, a starved agent: a working set close to the limit means reclaim, throttling and OOM kills.",
@@ -568,7 +574,10 @@ def why_slow_panels() -> list[Panel]:
                     f"sum by (node) (spire_agent_workload_api_connections{{{AGENT_SEL}}})",
                     "in-flight RPCs (SPIRE)",
                 ),
-                (f"max by (node) (spire_agent_socket_connections{{{SEL}}})", "open connections (exporter)"),
+                (
+                    f"max by (node) (spire_health_agent_socket_connections{{{SEL}}})",
+                    "open connections (exporter)",
+                ),
             ],
             "short",
             "Cause 2, leaked sources: streams and connections that only grow. One per well-used source is normal.",
@@ -600,14 +609,17 @@ def agent_panels() -> list[Panel]:
             timeseries.Panel,
             "Agent memory",
             [
-                (f"max by (node) (spire_agent_process_resident_memory_bytes{{{SEL}}})", "RSS"),
-                (f"max by (node) (spire_agent_process_peak_resident_memory_bytes{{{SEL}}})", "peak RSS"),
-                (f"max by (node) (spire_agent_cgroup_memory_usage_bytes{{{SEL}}})", "cgroup usage"),
+                (f"max by (node) (spire_health_agent_process_resident_memory_bytes{{{SEL}}})", "RSS"),
                 (
-                    f"max by (node) (spire_agent_cgroup_memory_working_set_bytes{{{SEL}}})",
+                    f"max by (node) (spire_health_agent_process_peak_resident_memory_bytes{{{SEL}}})",
+                    "peak RSS",
+                ),
+                (f"max by (node) (spire_health_agent_cgroup_memory_usage_bytes{{{SEL}}})", "cgroup usage"),
+                (
+                    f"max by (node) (spire_health_agent_cgroup_memory_working_set_bytes{{{SEL}}})",
                     "cgroup working set",
                 ),
-                (f"max by (node) (spire_agent_cgroup_memory_limit_bytes{{{SEL}}})", "cgroup limit"),
+                (f"max by (node) (spire_health_agent_cgroup_memory_limit_bytes{{{SEL}}})", "cgroup limit"),
             ],
             "bytes",
             "The agent's resident memory, its peak since start (VmHWM, which keeps the startup spike), its "
@@ -622,8 +634,8 @@ def agent_panels() -> list[Panel]:
             [
                 (memory_share("node"), "working set"),
                 (
-                    f"max by (node) (spire_agent_process_peak_resident_memory_bytes{{{SEL}}} "
-                    f"/ spire_agent_cgroup_memory_limit_bytes{{{SEL}}})",
+                    f"max by (node) (spire_health_agent_process_peak_resident_memory_bytes{{{SEL}}} "
+                    f"/ spire_health_agent_cgroup_memory_limit_bytes{{{SEL}}})",
                     "peak",
                 ),
             ],
@@ -638,11 +650,11 @@ def agent_panels() -> list[Panel]:
             "OOM kills and restarts",
             [
                 (
-                    f"sum by (node) (increase(spire_agent_cgroup_oom_kills_total{{{SEL}}}[$__rate_interval]))",
+                    f"sum by (node) (increase(spire_health_agent_cgroup_oom_kills_total{{{SEL}}}[$__rate_interval]))",
                     "OOM kills",
                 ),
                 (
-                    f"sum by (node) (changes(spire_agent_process_start_time_seconds{{{SEL}}}[$__rate_interval]))",
+                    f"sum by (node) (changes(spire_health_agent_process_start_time_seconds{{{SEL}}}[$__rate_interval]))",
                     "restarts",
                 ),
             ],
@@ -655,8 +667,8 @@ def agent_panels() -> list[Panel]:
             timeseries.Panel,
             "Agent up and serving",
             [
-                (f"min by (node) (spire_agent_process_up{{{SEL}}})", "process"),
-                (f"min by (node) (spire_agent_grpc_health_serving{{{SEL}}})", "gRPC health"),
+                (f"min by (node) (spire_health_agent_process_up{{{SEL}}})", "process"),
+                (f"min by (node) (spire_health_agent_grpc_health_serving{{{SEL}}})", "gRPC health"),
             ],
             "bool_yes_no",
             "Whether the agent process runs and its socket's grpc.health.v1 Check says SERVING.",
@@ -666,7 +678,7 @@ def agent_panels() -> list[Panel]:
         panel(
             timeseries.Panel,
             "Agent CPU",
-            [(f"sum by (node) ({rate('spire_agent_process_cpu_seconds_total', SEL)})", "CPU")],
+            [(f"sum by (node) ({rate('spire_health_agent_process_cpu_seconds_total', SEL)})", "CPU")],
             "percentunit",
             "CPU the agent process uses, as a share of one core. Compare with the agent's CPU limit: "
             "throttling makes attestation slow.",
@@ -677,11 +689,11 @@ def agent_panels() -> list[Panel]:
             timeseries.Panel,
             "Agent threads and open files",
             [
-                (f"max by (node) (spire_agent_process_threads{{{SEL}}})", "threads"),
+                (f"max by (node) (spire_health_agent_process_threads{{{SEL}}})", "threads"),
                 # The exporter reads the agent's FDs only as the agent's user or with CAP_SYS_PTRACE,
                 # which the chart doesn't grant; SPIRE's own telemetry has them too.
                 (
-                    f"max by (node) (spire_agent_process_open_fds{{{SEL}}}) or "
+                    f"max by (node) (spire_health_agent_process_open_fds{{{SEL}}}) or "
                     f'max by (node) (process_open_fds{{{AGENT_SEL}, job="spire-agent"}})',
                     "open FDs",
                 ),
@@ -694,7 +706,7 @@ def agent_panels() -> list[Panel]:
         panel(
             timeseries.Panel,
             "Agent HTTP health",
-            [(f"min by (check) (spire_agent_http_health_status{{{SEL}}})", "{{check}}")],
+            [(f"min by (check) (spire_health_agent_http_health_status{{{SEL}}})", "{{check}}")],
             "bool_yes_no",
             "The agent's own /live and /ready answers (refreshed by SPIRE only every ~60 s); only when the "
             "exporter is given the health URL.",
@@ -710,7 +722,7 @@ def identity_panels() -> list[Panel]:
             "Time left on SVIDs",
             [
                 (
-                    f"min by (spiffe_id, kind) (spire_svid_expiry_timestamp_seconds{{{SEL}}} - time())",
+                    f"min by (spiffe_id, kind) (spire_health_svid_expiry_timestamp_seconds{{{SEL}}} - time())",
                     "{{spiffe_id}} {{kind}}",
                 )
             ],
@@ -736,10 +748,13 @@ def identity_panels() -> list[Panel]:
             "Time left on trust bundle CAs",
             [
                 (
-                    f"min by (trust_domain) (spire_trust_bundle_latest_expiry_timestamp_seconds{{{SEL}}} - time())",
+                    f"min by (trust_domain) (spire_health_trust_bundle_latest_expiry_timestamp_seconds{{{SEL}}} - time())",
                     "{{trust_domain}} newest CA",
                 ),
-                (f"max by (trust_domain) (spire_trust_bundle_certificates{{{SEL}}})", "{{trust_domain}} CAs"),
+                (
+                    f"max by (trust_domain) (spire_health_trust_bundle_certificates{{{SEL}}})",
+                    "{{trust_domain}} CAs",
+                ),
             ],
             "s",
             "Time until the newest CA in each trust bundle expires (the one that has to take over), and how "
@@ -752,7 +767,7 @@ def identity_panels() -> list[Panel]:
             "X.509-SVID rotations",
             [
                 (
-                    f"sum by (spiffe_id) (increase(spire_x509_svid_rotations_total{{{SEL}}}[$__rate_interval]))",
+                    f"sum by (spiffe_id) (increase(spire_health_x509_svid_rotations_total{{{SEL}}}[$__rate_interval]))",
                     "{{spiffe_id}}",
                 )
             ],
@@ -764,7 +779,7 @@ def identity_panels() -> list[Panel]:
         panel(
             timeseries.Panel,
             "JWT bundle keys",
-            [(f"max by (trust_domain) (spire_jwt_bundle_keys{{{SEL}}})", "{{trust_domain}}")],
+            [(f"max by (trust_domain) (spire_health_jwt_bundle_keys{{{SEL}}})", "{{trust_domain}}")],
             "short",
             "Keys in each trust domain's JWT bundle (JWKS).",
             None,

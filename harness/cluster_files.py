@@ -1,4 +1,4 @@
-"""The files scripts/local_cluster.py's cluster runs on: its PKI, kubeconfigs and daemon configs.
+"""The files harness/local_cluster.py's cluster runs on: its PKI, kubeconfigs and daemon configs.
 
 Written fresh on every `scripts/cluster up`, into the cluster's own directory.
 """

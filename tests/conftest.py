@@ -50,22 +50,12 @@ def shipped_alerts() -> list[dict]:
     return [r for g in groups for r in g["rules"] if "alert" in r]
 
 
-# The exporter's own series about the agent; every other spire_agent_ name is SPIRE's telemetry.
-EXPORTER_AGENT = (
-    "spire_agent_process_",
-    "spire_agent_cgroup_",
-    "spire_agent_socket_",
-    "spire_agent_grpc_",
-    "spire_agent_http_",
-)
-
-
 def metric_source(metric: str) -> str:
     if ":" in metric:
         return "rule"
     if metric.startswith("spire_server_"):
         return "server"
-    if metric.startswith("spire_agent_") and not metric.startswith(EXPORTER_AGENT):
+    if metric.startswith("spire_agent_"):
         return "agent"
     return "exporter"
 

@@ -39,11 +39,13 @@ REQUIRED = {
 def test_committed_rule_files_are_what_the_generator_makes() -> None:
     rendered = generate_alerts.render(generate_alerts.load_config(ROOT / "alerts" / "config.yml"))
     for name, text in rendered.items():
-        assert (ROOT / "alerts" / name).read_text() == text, f"alerts/{name} is stale: run alerts/generate.py"
+        assert (ROOT / "alerts" / name).read_text() == text, (
+            f"alerts/{name} is stale: run python -m alerts.generate"
+        )
     for path, text in generate_alerts.chart_files(
         generate_alerts.load_config(ROOT / "alerts" / "config.yml")
     ).items():
-        assert path.read_text() == text, f"{path.relative_to(ROOT)} is stale: run alerts/generate.py"
+        assert path.read_text() == text, f"{path.relative_to(ROOT)} is stale: run python -m alerts.generate"
     plain = yaml.safe_load(rendered[generate_alerts.RULES_FILE])
     crd = yaml.safe_load(rendered[generate_alerts.CRD_FILE])
     assert crd["kind"] == "PrometheusRule" and crd["spec"]["groups"] == plain["groups"]
@@ -114,7 +116,7 @@ def test_dashboard_shape(name) -> None:
     assert [v["name"] for v in d["templating"]["list"]] == ["datasource", "cluster", "job", "node"]
     assert (
         d["annotations"]["list"]
-        and "spire_agent_process_start_time_seconds" in d["annotations"]["list"][0]["expr"]
+        and "spire_health_agent_process_start_time_seconds" in d["annotations"]["list"][0]["expr"]
     )
     panels = [p for p in d["panels"] if p["type"] != "row"]
     ids = [p["id"] for p in d["panels"]]

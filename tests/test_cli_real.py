@@ -90,12 +90,12 @@ def test_running_exporter_logs_and_pages_hold_no_secrets(spire, endpoint) -> Non
         while time.monotonic() < deadline:
             try:
                 metrics = fetch(base + "/metrics")
-                if metrics.count('spire_workload_api_probe_success{rpc="validate_jwt_svid"} 1.0'):
+                if metrics.count('spire_health_probe_success{rpc="validate_jwt_svid"} 1.0'):
                     break
             except OSError:
                 pass
             time.sleep(0.3)
-        assert 'spire_workload_api_probe_success{rpc="validate_jwt_svid"} 1.0' in metrics
+        assert 'spire_health_probe_success{rpc="validate_jwt_svid"} 1.0' in metrics
         status = fetch(base + "/")
         assert "fetch_x509_svid" in status and spire.workload_id in status
         assert fetch(base + "/healthz") == "ok\n"

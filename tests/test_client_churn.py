@@ -102,11 +102,13 @@ def alert_state(prom: PromStack, name: str) -> str | None:
 def test_a_well_behaved_client_fires_nothing(stack: tuple[LocalSpire, PromStack]) -> None:
     spire, prom = stack
     wait_until(lambda: value(prom, 'up{job="spire-agent"}') == 1, 60, "Prometheus scraping the agent")
-    wait_until(lambda: value(prom, "spire_agent_socket_connections") is not None, 60, "the socket count")
+    wait_until(
+        lambda: value(prom, "spire_health_agent_socket_connections") is not None, 60, "the socket count"
+    )
     good = client(spire, "good", "--seconds", "30", "--rate", "0.5")
     time.sleep(5)
     # Its one stream is in flight the whole time, on its one connection.
-    open_during = value(prom, "spire_agent_socket_connections")
+    open_during = value(prom, "spire_health_agent_socket_connections")
     result = finish(good)
     assert result["svid_updates"] >= 1 and result["calls"] >= 10, result
     time.sleep(3)
@@ -124,7 +126,7 @@ def test_a_well_behaved_client_fires_nothing(stack: tuple[LocalSpire, PromStack]
 def test_a_leaking_client_shows_in_both_counts_and_fires(stack: tuple[LocalSpire, PromStack]) -> None:
     spire, prom = stack
     in_flight = 'spire_agent_workload_api_connections{job="spire-agent"}'
-    sockets = 'spire_agent_socket_connections{job="spire-health-exporter"}'
+    sockets = 'spire_health_agent_socket_connections{job="spire-health-exporter"}'
     before = (value(prom, in_flight), value(prom, sockets))
     leak = client(spire, "leak", "--seconds", "60", "--rate", "2", "--max", "30")
     started = time.monotonic()

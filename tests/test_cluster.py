@@ -68,7 +68,7 @@ def scrape(cluster: Cluster) -> Samples:
 
 def probes_ok(samples: Samples) -> bool:
     return all(
-        get(samples, "spire_workload_api_probe_success", rpc=r) == 1 for r in (*WORKLOAD_RPCS, "health_check")
+        get(samples, "spire_health_probe_success", rpc=r) == 1 for r in (*WORKLOAD_RPCS, "health_check")
     )
 
 
@@ -89,7 +89,7 @@ def wait_for(cluster: Cluster, predicate, timeout: float, what: str) -> Samples:
         interesting = {
             k: v
             for k, v in last["samples"].items()
-            if k[0].startswith(("spire_workload_api_probe_success", "spire_agent_process_up"))
+            if k[0].startswith(("spire_health_probe_success", "spire_health_agent_process_up"))
         }
         raise AssertionError(f"{what}: {interesting}") from None
     return last["samples"]
@@ -114,8 +114,8 @@ def test_every_probe_ok_under_the_k8s_attested_identity(release: Cluster) -> Non
     samples = wait_for(release, probes_ok, 90, "every probe OK")
     # The only entry for this ID has k8s selectors (namespace, service account, pod label) under
     # the k8s_psat node alias, so the SVID proves the k8s workload attestor matched the pod.
-    assert get(samples, "spire_svid_expiry_timestamp_seconds", kind="x509", spiffe_id=EXPORTER_ID)
-    assert get(samples, "spire_svid_expiry_timestamp_seconds", kind="jwt", spiffe_id=EXPORTER_ID)
+    assert get(samples, "spire_health_svid_expiry_timestamp_seconds", kind="x509", spiffe_id=EXPORTER_ID)
+    assert get(samples, "spire_health_svid_expiry_timestamp_seconds", kind="jwt", spiffe_id=EXPORTER_ID)
     entries = release.spire_server("entry", "show", "-spiffeID", EXPORTER_ID)
     assert "k8s:sa:spire-health-exporter" in entries and "unix:" not in entries, entries
     agents = release.spire_server("agent", "list")
@@ -125,15 +125,15 @@ def test_every_probe_ok_under_the_k8s_attested_identity(release: Cluster) -> Non
     wait_for(
         release,
         lambda s: (
-            get(s, "spire_agent_http_health_status", check="live") == 1
-            and get(s, "spire_agent_http_health_status", check="ready") == 1
+            get(s, "spire_health_agent_http_health_status", check="live") == 1
+            and get(s, "spire_health_agent_http_health_status", check="ready") == 1
         ),
         90,
         "the agent's health endpoints through $(HOST_IP)",
     )
     # The rotation watch's stream may have opened before the agent could attest the new pod, and
     # waits out its backoff before it tries again.
-    wait_for(release, lambda s: get(s, "spire_exporter_watch_up") == 1, 90, "the watch up")
+    wait_for(release, lambda s: get(s, "spire_health_watch_up") == 1, 90, "the watch up")
     # The check the chart's NOTES.txt gives, exactly, in the running pod.
     notes = release.helm("get", "notes", EXPORTER_RELEASE, "--namespace", EXPORTER_NAMESPACE)
     command = next(line.strip() for line in notes.splitlines() if "probe --once" in line)
@@ -146,17 +146,17 @@ def test_every_probe_ok_under_the_k8s_attested_identity(release: Cluster) -> Non
 
 def test_agent_found_through_host_pids_and_its_cgroup_limit_is_the_pods(release: Cluster) -> None:
     samples = wait_for(
-        release, lambda s: get(s, "spire_agent_cgroup_memory_limit_bytes"), 60, "the agent's cgroup"
+        release, lambda s: get(s, "spire_health_agent_cgroup_memory_limit_bytes"), 60, "the agent's cgroup"
     )
     agent = pod(release, AGENT)
     limit = memory_bytes(agent["spec"]["containers"][0]["resources"]["limits"]["memory"])
-    assert get(samples, "spire_agent_process_up") == 1
-    assert get(samples, "spire_agent_cgroup_memory_limit_bytes") == limit
+    assert get(samples, "spire_health_agent_process_up") == 1
+    assert get(samples, "spire_health_agent_cgroup_memory_limit_bytes") == limit
     # The agent's listener is found in its network namespace (the host's, here) though the
     # exporter sees the socket under its pod's mount. The exporter's own connection is not
     # counted: the kernel files it under the exporter's pod network namespace (docs/metrics.md).
-    connections = get(samples, "spire_agent_socket_connections")
-    print(f"\nspire_agent_socket_connections seen from the pod: {connections}")
+    connections = get(samples, "spire_health_agent_socket_connections")
+    print(f"\nspire_health_agent_socket_connections seen from the pod: {connections}")
     assert connections is not None
     host_limit = int((container_cgroup(agent, "memory") / "memory.limit_in_bytes").read_text())
     assert host_limit == limit
@@ -166,7 +166,7 @@ def test_agent_found_through_host_pids_and_its_cgroup_limit_is_the_pods(release:
     started = boot + int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]) / os.sysconf(
         "SC_CLK_TCK"
     )
-    assert abs(get(samples, "spire_agent_process_start_time_seconds") - started) < 2  # type: ignore[operator]
+    assert abs(get(samples, "spire_health_agent_process_start_time_seconds") - started) < 2  # type: ignore[operator]
 
 
 def test_exporter_stays_within_its_chart_limits(release: Cluster) -> None:
@@ -205,9 +205,7 @@ def test_removing_the_entry_gives_permission_denied_and_nothing_else(release: Cl
     try:
         denied = wait_for(
             release,
-            lambda s: all(
-                get(s, "spire_workload_api_probes_total", rpc=r, code=c) for r, c in expected.items()
-            ),
+            lambda s: all(get(s, "spire_health_probes_total", rpc=r, code=c) for r, c in expected.items()),
             60,
             "PERMISSION_DENIED on every Workload API probe",
         )
@@ -216,28 +214,30 @@ def test_removing_the_entry_gives_permission_denied_and_nothing_else(release: Cl
     new_codes = {
         (dict(labels)["rpc"], dict(labels)["code"])
         for (name, labels), v in denied.items()
-        if name == "spire_workload_api_probes_total" and v > before.get((name, labels), 0)
+        if name == "spire_health_probes_total" and v > before.get((name, labels), 0)
     }
     # OK is the probes that ran before the agent's next sync dropped the entry.
     assert all(code in ("OK", expected.get(rpc)) for rpc, code in new_codes), new_codes
-    assert get(denied, "spire_workload_api_probe_success", rpc="health_check") == 1
-    assert get(denied, "spire_agent_process_up") == 1
+    assert get(denied, "spire_health_probe_success", rpc="health_check") == 1
+    assert get(denied, "spire_health_agent_process_up") == 1
     wait_for(release, probes_ok, 90, "every probe OK again with the entry back")
 
 
 def test_deleting_the_agent_pod_is_seen_and_recovered(release: Cluster) -> None:
     before = wait_for(release, probes_ok, 60, "every probe OK")
-    start = get(before, "spire_agent_process_start_time_seconds")
+    start = get(before, "spire_health_agent_process_start_time_seconds")
     old = pod(release, AGENT)["metadata"]["name"]
     release.kubectl("delete", "pod", "-n", AGENT[0], old, "--wait=false")
-    wait_for(release, lambda s: get(s, "spire_agent_process_up") == 0, 60, "spire_agent_process_up 0")
+    wait_for(
+        release, lambda s: get(s, "spire_health_agent_process_up") == 0, 60, "spire_health_agent_process_up 0"
+    )
     restarted = wait_for(
         release,
-        lambda s: get(s, "spire_agent_process_start_time_seconds") not in (None, start),
+        lambda s: get(s, "spire_health_agent_process_start_time_seconds") not in (None, start),
         90,
         "a new agent start time",
     )
-    assert get(restarted, "spire_agent_process_up") == 1
+    assert get(restarted, "spire_health_agent_process_up") == 1
     wait_for(release, probes_ok, 120, "every probe OK after the agent's restart")
     assert pod(release, AGENT)["metadata"]["name"] != old
 
@@ -274,7 +274,10 @@ def test_an_oom_killed_agent_is_in_the_restart_record_and_our_metrics(release: C
         assert terminated["exitCode"] == 137
         # The exporter sees an agent that is gone and probes that fail: SpireAgentDown's expression.
         down = wait_for(
-            release, lambda s: get(s, "spire_agent_process_up") == 0, 60, "spire_agent_process_up 0"
+            release,
+            lambda s: get(s, "spire_health_agent_process_up") == 0,
+            60,
+            "spire_health_agent_process_up 0",
         )
         assert not probes_ok(down)
     finally:
@@ -302,7 +305,7 @@ def test_helm_upgrade_with_a_new_interval_rolls_the_pods_and_takes_effect(releas
     deadline = time.monotonic() + 22
     while time.monotonic() < deadline:
         stamp = get(
-            scrape(release), "spire_exporter_probe_last_attempt_timestamp_seconds", rpc="fetch_x509_svid"
+            scrape(release), "spire_health_probe_last_attempt_timestamp_seconds", rpc="fetch_x509_svid"
         )
         if stamp is not None and (not attempts or stamp != attempts[-1]):
             attempts.append(stamp)

@@ -215,7 +215,7 @@ def test_secured_endpoint_image_rollout_and_agent_health_wiring() -> None:
         yaml.safe_load(of_kind(docs, "ConfigMap")[0]["data"]["config.yml"]),
         environ={"SPIRE_HEALTH_EXPORTER_AGENT_HEALTH_URL": "http://10.0.0.7:9982"},
     )
-    assert cfg.get("agent", "health", "url") == "http://10.0.0.7:9982"
+    assert cfg.agent.health.url == "http://10.0.0.7:9982"
     # With basic auth the kubelet can't authenticate, so it checks the port.
     basic = daemonset(render({**VALUE_SETS["secured"], "webConfig.basicAuth": "true"}))
     probe = basic["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]
@@ -315,7 +315,7 @@ def test_the_rules_select_the_job_each_monitor_gives(
                 "input_series": [
                     {"series": f"up{{{labels}}}", "values": "1x30"},
                     {
-                        "series": f"spire_workload_api_probes_total{{{labels},{timed_out}}}",
+                        "series": f"spire_health_probes_total{{{labels},{timed_out}}}",
                         "values": "0+2x30",
                     },
                 ],
@@ -399,7 +399,10 @@ def test_chart_values_drive_the_rules(tmp_path: Path) -> None:
     assert "SpireAgentRestarting" not in alerts and len(alerts) == len(generate_alerts_names()) - 1
     memory = alerts["SpireAgentMemoryNearLimit"]
     assert memory["expr"].endswith("> 0.75") and memory["for"] == "42m"
-    assert 'spire_agent_cgroup_memory_working_set_bytes{job="node-exporters", team="id"}' in memory["expr"]
+    assert (
+        'spire_health_agent_cgroup_memory_working_set_bytes{job="node-exporters", team="id"}'
+        in memory["expr"]
+    )
     assert "spire:workload_api_probe_errors:ratio_rate30m" in records
     assert "ratio_rate30m" in alerts["SpireAgentWorkloadAPIErrorRatioHigh"]["expr"]
     for alert in alerts.values():
@@ -447,9 +450,9 @@ def test_tuned_values_reach_the_exporter_config() -> None:
     docs = render(VALUE_SETS["tuned"])
     (cm,) = of_kind(docs, "ConfigMap")
     cfg = exporter_config.build(yaml.safe_load(cm["data"]["config.yml"]), environ={})
-    assert cfg.probes["fetch_x509_svid"].interval == 30.0 and cfg.probes["fetch_x509_svid"].timeout == 10.0
-    assert cfg.probes["fetch_jwt_svid_roundtrip"].enabled
-    assert cfg.get("limits", "max_spiffe_ids") == 3
+    assert cfg.each["fetch_x509_svid"].interval == 30.0 and cfg.each["fetch_x509_svid"].timeout == 10.0
+    assert cfg.each["fetch_jwt_svid_roundtrip"].enabled
+    assert cfg.limits.max_spiffe_ids == 3
     pod = daemonset(docs)["spec"]["template"]["spec"]
     assert pod["containers"][0]["image"] == "spire-health-exporter:1.2.3"
     assert pod["priorityClassName"] == "system-node-critical"
@@ -548,12 +551,12 @@ def _wheel_install_and_run(spire, tmp_path: Path) -> None:
     )  # fmt: skip
     try:
         wanted = (
-            'spire_workload_api_probe_success{rpc="fetch_x509_svid"} 1.0',
-            'spire_workload_api_probe_success{rpc="validate_jwt_svid"} 1.0',
-            f'spire_svid_expiry_timestamp_seconds{{kind="x509",spiffe_id="{nonroot_id}"}}',
+            'spire_health_probe_success{rpc="fetch_x509_svid"} 1.0',
+            'spire_health_probe_success{rpc="validate_jwt_svid"} 1.0',
+            f'spire_health_svid_expiry_timestamp_seconds{{kind="x509",spiffe_id="{nonroot_id}"}}',
             # Without privileges it still reads the root-owned agent's process and memory.
-            "spire_agent_process_up 1.0",
-            "spire_agent_process_peak_resident_memory_bytes ",
+            "spire_health_agent_process_up 1.0",
+            "spire_health_agent_process_peak_resident_memory_bytes ",
         )
         deadline, lines = time.monotonic() + 40, []
         while time.monotonic() < deadline:
@@ -568,7 +571,7 @@ def _wheel_install_and_run(spire, tmp_path: Path) -> None:
         missing = [w for w in wanted if not any(line.startswith(w) for line in lines)]
         assert not missing, (missing, [line for line in lines if "success" in line or "process" in line])
         # ...but not its file descriptors, which need the same UID or CAP_SYS_PTRACE.
-        assert not any(line.startswith("spire_agent_process_open_fds ") for line in lines)
+        assert not any(line.startswith("spire_health_agent_process_open_fds ") for line in lines)
     finally:
         proc.terminate()
         out, err = proc.communicate(timeout=20)

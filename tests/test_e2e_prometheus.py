@@ -84,9 +84,7 @@ def inhibited(prom: PromStack, alertname: str) -> bool:
 def wait_for_data(prom: PromStack) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        result = prom.query('count(rate(spire_workload_api_probes_total{code="OK"}[1m]) > 0)')["data"][
-            "result"
-        ]
+        result = prom.query('count(rate(spire_health_probes_total{code="OK"}[1m]) > 0)')["data"]["result"]
         if result and float(result[0]["value"][1]) >= 5:
             return
         time.sleep(1)

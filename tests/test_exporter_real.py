@@ -16,7 +16,7 @@ from running import RunningExporter, fast_config, get
 
 pytestmark = pytest.mark.spire
 
-P = "spire_workload_api_"
+P = "spire_health_"
 
 
 def exporter_for(spire, **overrides) -> RunningExporter:
@@ -41,7 +41,7 @@ def test_healthy_path(healthy_spire) -> None:
     with exporter_for(spire) as running:
         s = running.wait_for(all_ok, 15, "every probe to succeed")
         s = running.wait_for(
-            lambda s: get(s, "spire_agent_http_health_status", check="ready") == 1, 10, "ready"
+            lambda s: get(s, "spire_health_agent_http_health_status", check="ready") == 1, 10, "ready"
         )
         for rpc in RPCS:
             count = get(s, P + "probe_duration_seconds_count", rpc=rpc)
@@ -49,9 +49,9 @@ def test_healthy_path(healthy_spire) -> None:
             assert count and count >= 1
             assert 0 < total / count < 0.8, f"{rpc} mean latency {total / count}"
             assert get(s, P + "probes_total", rpc=rpc, code="OK") == count
-            assert get(s, P + "last_success_timestamp_seconds", rpc=rpc) > time.time() - 10
-        assert get(s, "spire_agent_grpc_health_serving") == 1
-        assert get(s, "spire_agent_http_health_status", check="live") == 1
+            assert get(s, P + "probe_last_success_timestamp_seconds", rpc=rpc) > time.time() - 10
+        assert get(s, "spire_health_agent_grpc_health_serving") == 1
+        assert get(s, "spire_health_agent_http_health_status", check="live") == 1
 
         # Expiry and issue time match the certificate the agent's own CLI writes out.
         with tempfile.TemporaryDirectory() as out:
@@ -62,28 +62,28 @@ def test_healthy_path(healthy_spire) -> None:
             leaf = x509.load_pem_x509_certificates((Path(out) / "svid.0.pem").read_bytes())[0]
         wid = spire.workload_id
         s = running.scrape()
-        assert get(s, "spire_svid_expiry_timestamp_seconds", kind="x509", spiffe_id=wid) == (
+        assert get(s, "spire_health_svid_expiry_timestamp_seconds", kind="x509", spiffe_id=wid) == (
             leaf.not_valid_after_utc.timestamp()
         )
-        assert get(s, "spire_svid_issued_timestamp_seconds", kind="x509", spiffe_id=wid) == (
+        assert get(s, "spire_health_svid_issued_timestamp_seconds", kind="x509", spiffe_id=wid) == (
             leaf.not_valid_before_utc.timestamp()
         )
-        jwt_exp = get(s, "spire_svid_expiry_timestamp_seconds", kind="jwt", spiffe_id=wid)
-        jwt_iat = get(s, "spire_svid_issued_timestamp_seconds", kind="jwt", spiffe_id=wid)
+        jwt_exp = get(s, "spire_health_svid_expiry_timestamp_seconds", kind="jwt", spiffe_id=wid)
+        jwt_iat = get(s, "spire_health_svid_issued_timestamp_seconds", kind="jwt", spiffe_id=wid)
         assert jwt_exp - jwt_iat == 300  # SPIRE's default JWT-SVID TTL
         assert time.time() < jwt_exp <= time.time() + 300
 
         # Bundle sizes match what the server says it has.
         cas = x509.load_pem_x509_certificates(spire.bundle_pem().encode())
         td = spire.trust_domain
-        assert get(s, "spire_trust_bundle_certificates", trust_domain=td) == len(cas)
-        assert get(s, "spire_trust_bundle_expiry_timestamp_seconds", trust_domain=td) == min(
+        assert get(s, "spire_health_trust_bundle_certificates", trust_domain=td) == len(cas)
+        assert get(s, "spire_health_trust_bundle_expiry_timestamp_seconds", trust_domain=td) == min(
             c.not_valid_after_utc.timestamp() for c in cas
         )
         jwks = json.loads(spire.server_cli("bundle", "show", "-format", "spiffe"))
         jwt_keys = [k for k in jwks["keys"] if k.get("use") == "jwt-svid"]
-        assert get(s, "spire_jwt_bundle_keys", trust_domain=td) == len(jwt_keys) >= 1
-        assert get(s, "spire_agent_process_up") == 1
+        assert get(s, "spire_health_jwt_bundle_keys", trust_domain=td) == len(jwt_keys) >= 1
+        assert get(s, "spire_health_agent_process_up") == 1
 
 
 def test_paused_agent_is_deadline_exceeded_then_recovers(healthy_spire) -> None:
@@ -111,7 +111,7 @@ def test_paused_agent_is_deadline_exceeded_then_recovers(healthy_spire) -> None:
             # Within one interval plus the deadline (1 s + 0.8 s), with room for the probe spread.
             running.wait_for(detected, 1.0 + 0.8 + 1.5, "DEADLINE_EXCEEDED while the agent is stopped")
             print(f"detected a paused agent in {time.monotonic() - paused_at:.2f} s")
-            assert get(running.scrape(), "spire_agent_process_up") == 1  # paused, not gone
+            assert get(running.scrape(), "spire_health_agent_process_up") == 1  # paused, not gone
         finally:
             spire.resume_agent()
         running.wait_for(all_ok, 10, "recovery after SIGCONT")
@@ -121,27 +121,29 @@ def test_killed_agent_is_unavailable_then_recovers_with_new_start_time(healthy_s
     spire = healthy_spire
     with exporter_for(spire) as running:
         s = running.wait_for(
-            lambda s: all_ok(s) and get(s, "spire_agent_process_start_time_seconds"),
+            lambda s: all_ok(s) and get(s, "spire_health_agent_process_start_time_seconds"),
             15,
             "healthy with a process",
         )
-        started = get(s, "spire_agent_process_start_time_seconds")
+        started = get(s, "spire_health_agent_process_start_time_seconds")
         spire.kill_agent()
         running.wait_for(
             lambda s: (
                 get(s, P + "probes_total", rpc="fetch_x509_svid", code="UNAVAILABLE") >= 1
                 and get(s, P + "probe_success", rpc="fetch_x509_svid") == 0
-                and get(s, "spire_agent_process_up") == 0
-                and get(s, "spire_agent_grpc_health_serving") == 0
+                and get(s, "spire_health_agent_process_up") == 0
+                and get(s, "spire_health_agent_grpc_health_serving") == 0
             ),
             5,
             "UNAVAILABLE and process down",
         )
         time.sleep(1.1)  # /proc start times have a resolution of one clock tick; make the change visible
         spire.start_agent()
-        s = running.wait_for(lambda s: all_ok(s) and get(s, "spire_agent_process_up") == 1, 20, "recovery")
         s = running.wait_for(
-            lambda s: get(s, "spire_agent_process_start_time_seconds") > started, 5, "a new start time"
+            lambda s: all_ok(s) and get(s, "spire_health_agent_process_up") == 1, 20, "recovery"
+        )
+        s = running.wait_for(
+            lambda s: get(s, "spire_health_agent_process_start_time_seconds") > started, 5, "a new start time"
         )
 
 
@@ -170,7 +172,7 @@ def test_short_ttl_entry_rotates_on_schedule(healthy_spire) -> None:
     try:
         with exporter_for(spire) as running:
             running.wait_for(
-                lambda s: get(s, "spire_x509_svid_rotations_total", spiffe_id=rotating) is not None,
+                lambda s: get(s, "spire_health_x509_svid_rotations_total", spiffe_id=rotating) is not None,
                 30,
                 "watch",
             )
@@ -182,11 +184,11 @@ def test_short_ttl_entry_rotates_on_schedule(healthy_spire) -> None:
             while checked < 2:
                 assert time.monotonic() < deadline, "the short-TTL SVID did not rotate twice"
                 s = running.scrape()
-                count = get(s, "spire_x509_svid_rotations_total", spiffe_id=rotating)
+                count = get(s, "spire_health_x509_svid_rotations_total", spiffe_id=rotating)
                 current = (
                     count,
-                    get(s, "spire_svid_issued_timestamp_seconds", kind="x509", spiffe_id=rotating),
-                    get(s, "spire_svid_expiry_timestamp_seconds", kind="x509", spiffe_id=rotating),
+                    get(s, "spire_health_svid_issued_timestamp_seconds", kind="x509", spiffe_id=rotating),
+                    get(s, "spire_health_svid_expiry_timestamp_seconds", kind="x509", spiffe_id=rotating),
                 )
                 if previous and count > previous[0]:
                     _, iat, exp = previous
@@ -198,11 +200,11 @@ def test_short_ttl_entry_rotates_on_schedule(healthy_spire) -> None:
                 previous = current
                 time.sleep(0.2)
             s = running.scrape()
-            exp = get(s, "spire_svid_expiry_timestamp_seconds", kind="x509", spiffe_id=rotating)
-            iat = get(s, "spire_svid_issued_timestamp_seconds", kind="x509", spiffe_id=rotating)
+            exp = get(s, "spire_health_svid_expiry_timestamp_seconds", kind="x509", spiffe_id=rotating)
+            iat = get(s, "spire_health_svid_issued_timestamp_seconds", kind="x509", spiffe_id=rotating)
             assert exp - time.time() > 0.3 * ttl  # a healthy SVID never has much less than ~40 % left
             assert 0.9 * ttl <= exp - iat <= ttl + 15  # SPIRE backdates notBefore a little
-            assert get(s, "spire_x509_svid_rotations_total", spiffe_id=spire.workload_id) == 0
+            assert get(s, "spire_health_x509_svid_rotations_total", spiffe_id=spire.workload_id) == 0
     finally:
         spire.delete_entry(entry)
 
@@ -225,7 +227,7 @@ def _proc_start_time(pid: int) -> float:
 def test_agent_memory_matches_proc(healthy_spire) -> None:
     spire = healthy_spire
     with exporter_for(spire) as running:
-        running.wait_for(lambda s: get(s, "spire_agent_process_up") == 1, 10, "the agent process")
+        running.wait_for(lambda s: get(s, "spire_health_agent_process_up") == 1, 10, "the agent process")
         # Stopped, the agent's figures hold still, so the exporter's next sample must match exactly.
         spire.pause_agent()
         try:
@@ -239,15 +241,16 @@ def test_agent_memory_matches_proc(healthy_spire) -> None:
         finally:
             spire.resume_agent()
         assert (
-            get(s, "spire_agent_process_peak_resident_memory_bytes") == int(status["VmHWM"].split()[0]) * 1024
+            get(s, "spire_health_agent_process_peak_resident_memory_bytes")
+            == int(status["VmHWM"].split()[0]) * 1024
         )
         rss = int(status["VmRSS"].split()[0]) * 1024
-        assert get(s, "spire_agent_process_resident_memory_bytes") == rss
-        assert get(s, "spire_agent_process_threads") == int(status["Threads"])
-        assert get(s, "spire_agent_process_open_fds") == fds
-        assert abs(get(s, "spire_agent_process_start_time_seconds") - _proc_start_time(pid)) < 0.02
+        assert get(s, "spire_health_agent_process_resident_memory_bytes") == rss
+        assert get(s, "spire_health_agent_process_threads") == int(status["Threads"])
+        assert get(s, "spire_health_agent_process_open_fds") == fds
+        assert abs(get(s, "spire_health_agent_process_start_time_seconds") - _proc_start_time(pid)) < 0.02
         cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        assert get(s, "spire_agent_process_cpu_seconds_total") == pytest.approx(cpu, abs=0.011)
+        assert get(s, "spire_health_agent_process_cpu_seconds_total") == pytest.approx(cpu, abs=0.011)
         # The agent's memory cgroup, read here straight from the files the kernel names for it.
         memory = [line.split(":", 2)[2] for line in cgroup_lines if "memory" in line.split(":")[1].split(",")]
         if memory:  # cgroup v1, as on this machine
@@ -268,11 +271,13 @@ def test_agent_memory_matches_proc(healthy_spire) -> None:
                 for line in (directory / "memory.events").read_text().splitlines()
                 if line.startswith("oom_kill ")
             )
-        assert get(s, "spire_agent_cgroup_memory_usage_bytes") == pytest.approx(usage, abs=2**20)
+        assert get(s, "spire_health_agent_cgroup_memory_usage_bytes") == pytest.approx(usage, abs=2**20)
         stat = dict(line.split() for line in (directory / "memory.stat").read_text().splitlines())
         working_set = usage - int(stat[inactive_key])
-        assert get(s, "spire_agent_cgroup_memory_working_set_bytes") == pytest.approx(working_set, abs=2**20)
-        assert get(s, "spire_agent_cgroup_oom_kills_total") == oom
+        assert get(s, "spire_health_agent_cgroup_memory_working_set_bytes") == pytest.approx(
+            working_set, abs=2**20
+        )
+        assert get(s, "spire_health_agent_cgroup_oom_kills_total") == oom
 
 
 def _server_jwt_mints(spire) -> float:

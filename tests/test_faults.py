@@ -274,8 +274,8 @@ def test_hung_agent_never_blocks_scrapes_or_the_next_cycle(fake_agent) -> None:
             # Over 4.5 s at a 1 s interval each probe ran, hit its 0.8 s deadline and ran again;
             # validation never got the token it needs, and says so.
             code = "NO_TOKEN" if rpc == "validate_jwt_svid" else "DEADLINE_EXCEEDED"
-            assert s[("spire_workload_api_probes_total", (("code", code), ("rpc", rpc)))] >= 3
-            assert s[("spire_workload_api_probe_last_duration_seconds", (("rpc", rpc),))] >= 0.8
+            assert s[("spire_health_probes_total", (("code", code), ("rpc", rpc)))] >= 3
+            assert s[("spire_health_probe_last_duration_seconds", (("rpc", rpc),))] >= 0.8
         assert slowest < 1.0, f"a scrape took {slowest:.3f} s while every probe hung"
         assert own_threads() <= threads_at_start + 1
 
@@ -306,15 +306,13 @@ def test_running_exporter_counts_every_malformed_kind_and_keeps_serving(fake_age
     with RunningExporter(cfg) as running:
         s = running.wait_for(
             lambda s: all(
-                s.get(("spire_workload_api_probes_total", (("code", code), ("rpc", rpc))), 0) >= 3
+                s.get(("spire_health_probes_total", (("code", code), ("rpc", rpc))), 0) >= 3
                 for rpc, code in expected.items()
             ),
             15,
             "malformed answers counted on every RPC",
         )
-        assert all(
-            s[("spire_workload_api_probes_total", (("code", "OK"), ("rpc", rpc)))] == 0 for rpc in METHOD_OF
-        )
+        assert all(s[("spire_health_probes_total", (("code", "OK"), ("rpc", rpc)))] == 0 for rpc in METHOD_OF)
         assert running.text("/healthz") == "ok\n"
 
 

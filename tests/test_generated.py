@@ -157,3 +157,15 @@ def every_series() -> dict[str, str]:
         f.name + ("_total" if f.type == "counter" else ""): f.type
         for f in text_string_to_metric_families(text)
     }
+
+
+def test_docs_metrics_lists_exactly_what_the_exporter_exposes() -> None:
+    """docs/metrics.md names every series the exporter can expose, and names none it doesn't."""
+    from exporter.collect import PREFIX
+
+    exposed = every_series()
+    assert all(name.startswith(PREFIX) for name in exposed), sorted(exposed)
+    doc = (ROOT / "docs" / "metrics.md").read_text()
+    documented = set(re.findall(rf"`({PREFIX}[a-z0-9_]+)`", doc))
+    assert set(exposed) - documented == set(), "exposed but not documented"
+    assert documented - set(exposed) == set(), "documented but never exposed"

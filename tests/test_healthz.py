@@ -34,13 +34,13 @@ def test_a_probe_that_raises_is_counted_every_cycle_and_healthz_stays_honest(fak
         f"unix://{fake_agent.socket_path}", **{"agent.process.enabled": False, "watch.enabled": False}
     )
     with RunningExporter(cfg) as running:
-        key = ("spire_workload_api_probes_total", (("code", "EXPORTER_ERROR"), ("rpc", "fetch_x509_svid")))
+        key = ("spire_health_probes_total", (("code", "EXPORTER_ERROR"), ("rpc", "fetch_x509_svid")))
         first = running.wait_for(lambda s: s.get(key, 0) >= 2, 10, "two EXPORTER_ERROR probes")
-        attempt = ("spire_exporter_probe_last_attempt_timestamp_seconds", (("rpc", "fetch_x509_svid"),))
+        attempt = ("spire_health_probe_last_attempt_timestamp_seconds", (("rpc", "fetch_x509_svid"),))
         later = running.wait_for(lambda s: s[key] >= first[key] + 2, 10, "the count to keep rising")
         assert later[attempt] > first[attempt]
-        assert later[("spire_workload_api_probe_success", (("rpc", "fetch_x509_svid"),))] == 0
-        assert later[("spire_workload_api_probe_success", (("rpc", "fetch_jwt_svid"),))] == 1
+        assert later[("spire_health_probe_success", (("rpc", "fetch_x509_svid"),))] == 0
+        assert later[("spire_health_probe_success", (("rpc", "fetch_jwt_svid"),))] == 1
         # A probe that fails (even with a bug) still completes its cycle: the job is not stalled.
         assert running.text("/healthz") == "ok\n"
 
@@ -97,11 +97,11 @@ def test_watch_survives_an_exception_reconnects_and_reports_it(fake_agent, monke
     cfg = fast_config(f"unix://{fake_agent.socket_path}", **{"agent.process.enabled": False})
     with RunningExporter(cfg) as running:
         s = running.wait_for(
-            lambda s: s.get(("spire_exporter_watch_up", ()), 0) == 1, 10, "the watch to come up"
+            lambda s: s.get(("spire_health_watch_up", ()), 0) == 1, 10, "the watch to come up"
         )
         assert calls["n"] >= 4
-        assert s[("spire_exporter_watch_reconnects_total", ())] >= 3
-        assert s[("spire_exporter_job_errors_total", (("job", "watch"),))] >= 3
+        assert s[("spire_health_watch_reconnects_total", ())] >= 3
+        assert s[("spire_health_job_errors_total", (("job", "watch"),))] >= 3
         assert running.text("/healthz") == "ok\n"
 
 
@@ -109,17 +109,17 @@ def test_watch_with_a_malformed_san_keeps_the_stream_and_the_probe_counts_it(fak
     fake_agent.set("FetchX509SVID", answer=svid_answer(fake_agent, cert=malformed_san_leaf(fake_agent.ca)))
     cfg = fast_config(f"unix://{fake_agent.socket_path}", **{"agent.process.enabled": False})
     with RunningExporter(cfg) as running:
-        key = ("spire_workload_api_probes_total", (("code", "INVALID_RESPONSE"), ("rpc", "fetch_x509_svid")))
+        key = ("spire_health_probes_total", (("code", "INVALID_RESPONSE"), ("rpc", "fetch_x509_svid")))
         running.wait_for(lambda s: s.get(key, 0) >= 2, 10, "malformed SANs counted")
         fake_agent.reset()
         running.wait_for(
-            lambda s: s.get(("spire_workload_api_probe_success", (("rpc", "fetch_x509_svid"),))) == 1,
+            lambda s: s.get(("spire_health_probe_success", (("rpc", "fetch_x509_svid"),))) == 1,
             10,
             "recovery",
         )
         # The watch kept its stream through the malformed updates: up, and never reconnected.
-        s = running.wait_for(lambda s: s.get(("spire_exporter_watch_up", ())) == 1, 10, "the watch up")
-        assert s[("spire_exporter_watch_reconnects_total", ())] == 0
+        s = running.wait_for(lambda s: s.get(("spire_health_watch_up", ())) == 1, 10, "the watch up")
+        assert s[("spire_health_watch_reconnects_total", ())] == 0
         assert healthz(running) == (200, "ok\n")
 
 

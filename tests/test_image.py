@@ -87,7 +87,7 @@ def test_image_runs_read_only_as_nonroot_and_probes_the_real_agent(image, health
     )  # fmt: skip
     try:
         rpcs = (*WORKLOAD_RPCS, "health_check")
-        wanted = [f'spire_workload_api_probe_success{{rpc="{rpc}"}}' for rpc in rpcs]
+        wanted = [f'spire_health_probe_success{{rpc="{rpc}"}}' for rpc in rpcs]
         samples: dict[str, float] = {}
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -95,15 +95,15 @@ def test_image_runs_read_only_as_nonroot_and_probes_the_real_agent(image, health
                 samples = scrape(port)
             except OSError:
                 samples = {}
-            if all(samples.get(w) == 1 for w in wanted) and samples.get("spire_agent_process_up") == 1:
+            if all(samples.get(w) == 1 for w in wanted) and samples.get("spire_health_agent_process_up") == 1:
                 break
             time.sleep(0.5)
         failing = [w for w in wanted if samples.get(w) != 1]
         assert not failing, (failing, podman("logs", name)[-2000:])
-        assert f'spire_svid_expiry_timestamp_seconds{{kind="x509",spiffe_id="{spiffe_id}"}}' in samples
+        assert f'spire_health_svid_expiry_timestamp_seconds{{kind="x509",spiffe_id="{spiffe_id}"}}' in samples
         # The agent process, found through the host's PIDs as the chart's hostPID gives them.
-        assert samples["spire_agent_process_up"] == 1
-        assert "spire_agent_process_peak_resident_memory_bytes" in samples
+        assert samples["spire_health_agent_process_up"] == 1
+        assert "spire_health_agent_process_peak_resident_memory_bytes" in samples
 
         info = json.loads(podman("inspect", name))[0]
         assert info["HostConfig"]["ReadonlyRootfs"] is True

@@ -41,11 +41,11 @@ def test_no_log_line_or_page_carries_an_exception_text(fake_agent, monkeypatch, 
     with RunningExporter(cfg) as running:
         running.wait_for(
             lambda s: (
-                s.get(("spire_exporter_job_errors_total", (("job", "agent"),)), 0) >= 1
-                and s.get(("spire_exporter_job_errors_total", (("job", "watch"),)), 0) >= 1
+                s.get(("spire_health_job_errors_total", (("job", "agent"),)), 0) >= 1
+                and s.get(("spire_health_job_errors_total", (("job", "watch"),)), 0) >= 1
                 and s.get(
                     (
-                        "spire_workload_api_probes_total",
+                        "spire_health_probes_total",
                         (("code", "EXPORTER_ERROR"), ("rpc", "fetch_x509_svid")),
                     ),
                     0,

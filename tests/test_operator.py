@@ -42,7 +42,7 @@ from harness.promtext import duration_seconds
 pytestmark = [pytest.mark.spire, pytest.mark.cluster, pytest.mark.prometheus]
 
 SCRAPE = 5  # seconds: the monitors' interval and the Prometheus' evaluation interval
-GROUP_WAIT = 1  # seconds: the example's group_wait, shortened as tests/prom_stack.py does
+GROUP_WAIT = 1  # seconds: the example's group_wait, shortened as harness/prom_stack.py does
 # The shipped rules, with windows of a few scrapes and short for:, set through chart values.
 TUNED = {
     "SpireAgentWorkloadAPIProbeFailing": {"window": "20s", "for": "5s"},
@@ -111,7 +111,7 @@ def delivered(cluster: Cluster, status: str, alertname: str) -> list[tuple[str, 
 
 
 def healthy(cluster: Cluster) -> bool:
-    return bool(query(cluster, 'min(spire_workload_api_probe_success{job="spire-health-exporter"}) == 1'))
+    return bool(query(cluster, 'min(spire_health_probe_success{job="spire-health-exporter"}) == 1'))
 
 
 def test_the_podmonitor_targets_every_exporter_pod_with_its_node(operator: Cluster) -> None:

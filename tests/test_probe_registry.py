@@ -74,12 +74,10 @@ def test_it_is_scheduled_and_exported_with_its_own_code_and_series(registered, f
     )
     with RunningExporter(cfg) as running:
         s = running.wait_for(
-            lambda s: (
-                s.get(("spire_workload_api_probes_total", (("code", "TOO_FEW"), ("rpc", NAME))), 0) >= 2
-            ),
+            lambda s: s.get(("spire_health_probes_total", (("code", "TOO_FEW"), ("rpc", NAME))), 0) >= 2,
             10,
             "the registered probe to run and fail with its own code",
         )
-        assert s[("spire_workload_api_probes_total", (("code", "OK"), ("rpc", NAME)))] == 0
-        assert s[("spire_workload_api_probe_timeout_seconds", (("rpc", NAME),))] == 0.8
+        assert s[("spire_health_probes_total", (("code", "OK"), ("rpc", NAME)))] == 0
+        assert s[("spire_health_probe_timeout_seconds", (("rpc", NAME),))] == 0.8
         assert s[("spire_health_test_counted_svids", ())] == 0  # a failed answer hands over no facts

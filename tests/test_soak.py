@@ -59,7 +59,7 @@ def metrics(url: str) -> str:
 
 def all_ok(url: str) -> bool:
     text = metrics(url)
-    return all(f'spire_workload_api_probe_success{{rpc="{rpc}"}} 1.0' in text for rpc in RPCS)
+    return all(f'spire_health_probe_success{{rpc="{rpc}"}} 1.0' in text for rpc in RPCS)
 
 
 def test_soak_against_a_disturbed_real_agent(healthy_spire, request) -> None:
@@ -104,7 +104,7 @@ def test_soak_against_a_disturbed_real_agent(healthy_spire, request) -> None:
             spire.entry_id = spire.create_entry()
 
         def denied() -> bool:
-            return 'spire_workload_api_probe_success{rpc="fetch_x509_svid"} 0.0' in metrics(url)
+            return 'spire_health_probe_success{rpc="fetch_x509_svid"} 0.0' in metrics(url)
 
         # (name, disturb, until it is seen or this long, restore); the agent notices a deleted
         # entry only at its next sync, every 5 s.

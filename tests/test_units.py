@@ -34,9 +34,9 @@ def test_registered_rpc_shows_every_initial_code_at_zero() -> None:
     state.probes.register("fetch_x509_svid", ("EXTRA",))
     samples = render_state(state)
     for code in (*INITIAL_CODES, "EXTRA"):
-        key = ("spire_workload_api_probes_total", (("code", code), ("rpc", "fetch_x509_svid")))
+        key = ("spire_health_probes_total", (("code", code), ("rpc", "fetch_x509_svid")))
         assert samples[key] == 0
-    assert ("spire_workload_api_probe_success", (("rpc", "fetch_x509_svid"),)) not in samples
+    assert ("spire_health_probe_success", (("rpc", "fetch_x509_svid"),)) not in samples
 
 
 def test_histogram_counts_only_successes_into_the_right_buckets() -> None:
@@ -46,14 +46,12 @@ def test_histogram_counts_only_successes_into_the_right_buckets() -> None:
     s = render_state(state)
 
     def bucket(le: str) -> float:
-        return s[
-            ("spire_workload_api_probe_duration_seconds_bucket", (("le", le), ("rpc", "fetch_jwt_svid")))
-        ]
+        return s[("spire_health_probe_duration_seconds_bucket", (("le", le), ("rpc", "fetch_jwt_svid")))]
 
     assert bucket("0.001") == 1 and bucket("0.005") == 2 and bucket("0.1") == 2 and bucket("0.5") == 3
     assert bucket("+Inf") == 3
-    assert s[("spire_workload_api_probe_duration_seconds_count", (("rpc", "fetch_jwt_svid"),))] == 3
-    assert s[("spire_workload_api_probe_success", (("rpc", "fetch_jwt_svid"),))] == 0
+    assert s[("spire_health_probe_duration_seconds_count", (("rpc", "fetch_jwt_svid"),))] == 3
+    assert s[("spire_health_probe_success", (("rpc", "fetch_jwt_svid"),))] == 0
 
 
 def test_spiffe_id_labels_are_capped() -> None:
@@ -63,7 +61,7 @@ def test_spiffe_id_labels_are_capped() -> None:
     snap = state.identities.snapshot()
     assert len({k[1] for k in snap.svids}) == 2
     assert snap.dropped_spiffe_ids == 3
-    assert render_state(state)[("spire_exporter_spiffe_ids_over_limit", ())] == 3
+    assert render_state(state)[("spire_health_spiffe_ids_over_limit", ())] == 3
 
 
 def test_svid_dropped_by_the_agent_disappears() -> None:
@@ -157,7 +155,7 @@ def test_http_routes_and_methods() -> None:
     base = f"http://127.0.0.1:{server.server_address[1]}"
     try:
         with urllib.request.urlopen(base + "/custom-metrics", timeout=5) as r:
-            assert r.status == 200 and b"spire_workload_api_probes_total" in r.read()
+            assert r.status == 200 and b"spire_health_probes_total" in r.read()
             assert r.headers["Content-Type"].startswith("text/plain")
         with urllib.request.urlopen(base + "/", timeout=5) as r:
             assert b"fetch_x509_svid" in r.read()
@@ -269,14 +267,14 @@ def test_buckets_end_at_the_largest_configured_deadline() -> None:
         bounds = sorted(
             float(dict(labels)["le"])
             for (name, labels) in s
-            if name == "spire_workload_api_probe_duration_seconds_bucket"
+            if name == "spire_health_probe_duration_seconds_bucket"
             and dict(labels)["rpc"] == "fetch_x509_svid"
         )
         assert bounds[-2:] == [top, float("inf")], (timeout, bounds)
         assert all(b < top for b in bounds[:-2])
         # Each probe's own deadline is exported beside it, so "2.8 s of 5 s" can be said.
-        assert s[("spire_workload_api_probe_timeout_seconds", (("rpc", "fetch_jwt_bundles"),))] == top
-        assert s[("spire_workload_api_probe_timeout_seconds", (("rpc", "fetch_x509_svid"),))] == 0.5
+        assert s[("spire_health_probe_timeout_seconds", (("rpc", "fetch_jwt_bundles"),))] == top
+        assert s[("spire_health_probe_timeout_seconds", (("rpc", "fetch_x509_svid"),))] == 0.5
 
 
 def test_failed_probe_durations_and_attempt_times_are_exported() -> None:
@@ -286,12 +284,12 @@ def test_failed_probe_durations_and_attempt_times_are_exported() -> None:
     state.record(ProbeResult("fetch_x509_svid", "DEADLINE_EXCEEDED", 5.0, finished_at=1010.0))
     s = render_state(state)
     rpc = (("rpc", "fetch_x509_svid"),)
-    assert s[("spire_workload_api_probe_last_duration_seconds", rpc)] == 5.0
-    assert s[("spire_exporter_probe_last_attempt_timestamp_seconds", rpc)] == 1010.0
+    assert s[("spire_health_probe_last_duration_seconds", rpc)] == 5.0
+    assert s[("spire_health_probe_last_attempt_timestamp_seconds", rpc)] == 1010.0
     # With the interval beside it, a rule can tell a stuck probe loop from a slow schedule.
-    assert s[("spire_workload_api_probe_interval_seconds", rpc)] == 15.0
-    assert s[("spire_workload_api_last_success_timestamp_seconds", rpc)] == 1000.0
-    assert s[("spire_workload_api_probe_duration_seconds_count", rpc)] == 1  # failures stay out
+    assert s[("spire_health_probe_interval_seconds", rpc)] == 15.0
+    assert s[("spire_health_probe_last_success_timestamp_seconds", rpc)] == 1000.0
+    assert s[("spire_health_probe_duration_seconds_count", rpc)] == 1  # failures stay out
 
 
 def test_the_version_has_one_source() -> None:

@@ -175,7 +175,10 @@ class AnsweringClient:
 
 def exported_times_are_sane(samples: dict) -> None:
     for (name, labels), value in samples.items():
-        if name in ("spire_svid_expiry_timestamp_seconds", "spire_svid_issued_timestamp_seconds"):
+        if name in (
+            "spire_health_svid_expiry_timestamp_seconds",
+            "spire_health_svid_issued_timestamp_seconds",
+        ):
             assert math.isfinite(value) and 0 <= value <= LATEST_TIME, (name, labels, value)
 
 
@@ -240,7 +243,7 @@ def totals(samples) -> dict[tuple[str, str], float]:
     return {
         (dict(labels)["rpc"], dict(labels)["code"]): value
         for (name, labels), value in samples.items()
-        if name == "spire_workload_api_probes_total"
+        if name == "spire_health_probes_total"
     }
 
 

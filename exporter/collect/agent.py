@@ -10,30 +10,32 @@ from prometheus_client.registry import Collector
 from exporter.collect.families import Family, by_label, one
 from exporter.store.agent import AgentStore, CgroupSample, ProcessSample
 
-A = "spire_agent_"
 G, C = GaugeMetricFamily, CounterMetricFamily
 
-# (kind, name after the prefix, help, the sample's field)
+# (kind, name, help, the sample's field)
 PROCESS: tuple[tuple[Family, str, str, str], ...] = (
-    (G, "process_resident_memory_bytes", "Resident memory of the agent process.", "rss"),
-    (G, "process_peak_resident_memory_bytes",
+    (G, "spire_health_agent_process_resident_memory_bytes", "Resident memory of the agent process.", "rss"),
+    (G, "spire_health_agent_process_peak_resident_memory_bytes",
      "Peak resident memory of the agent process since it started (VmHWM).", "peak_rss"),
-    (G, "process_open_fds", "Open file descriptors of the agent process.", "open_fds"),
-    (G, "process_threads", "OS threads of the agent process.", "threads"),
-    (G, "socket_connections",
+    (G, "spire_health_agent_process_open_fds", "Open file descriptors of the agent process.", "open_fds"),
+    (G, "spire_health_agent_process_threads", "OS threads of the agent process.", "threads"),
+    (G, "spire_health_agent_socket_connections",
      "Connections to the agent's Workload API socket from its own network namespace.", "socket_connections"),
-    (G, "process_start_time_seconds", "Unix time at which the agent process started.", "start_time"),
-    (C, "process_cpu_seconds", "User and system CPU time of the agent process.", "cpu_seconds"),
+    (G, "spire_health_agent_process_start_time_seconds",
+     "Unix time at which the agent process started.", "start_time"),
+    (C, "spire_health_agent_process_cpu_seconds",
+     "User and system CPU time of the agent process.", "cpu_seconds"),
 )  # fmt: skip
 CGROUP: tuple[tuple[Family, str, str, str], ...] = (
-    (G, "cgroup_memory_usage_bytes", "Memory charged to the agent's cgroup.", "usage"),
-    (G, "cgroup_memory_working_set_bytes",
+    (G, "spire_health_agent_cgroup_memory_usage_bytes", "Memory charged to the agent's cgroup.", "usage"),
+    (G, "spire_health_agent_cgroup_memory_working_set_bytes",
      "Memory charged to the agent's cgroup less inactive file cache, as the kubelet counts it.",
      "working_set"),
-    (G, "cgroup_memory_limit_bytes",
+    (G, "spire_health_agent_cgroup_memory_limit_bytes",
      "Memory limit that applies to the agent's cgroup; absent if none.", "limit"),
-    (G, "cgroup_memory_peak_bytes", "Peak memory charged to the agent's cgroup.", "peak"),
-    (C, "cgroup_oom_kills", "Processes in the agent's cgroup killed by the OOM killer.", "oom_kills"),
+    (G, "spire_health_agent_cgroup_memory_peak_bytes", "Peak memory charged to the agent's cgroup.", "peak"),
+    (C, "spire_health_agent_cgroup_oom_kills",
+     "Processes in the agent's cgroup killed by the OOM killer.", "oom_kills"),
 )  # fmt: skip
 
 
@@ -46,7 +48,7 @@ class AgentCollector(Collector):
         snap = self.store.snapshot()
         yield by_label(
             G,
-            A + "http_health_status",
+            "spire_health_agent_http_health_status",
             "Whether the agent's HTTP health check answered 200 (1) or not (0).",
             "check",
             {check: int(ok) for check, ok in snap.http_health.items()},
@@ -54,7 +56,12 @@ class AgentCollector(Collector):
         if not self.process_enabled:
             return
         up = None if snap.process_up is None else int(snap.process_up)
-        yield one(G, A + "process_up", "Whether the spire-agent process was found (1) or not (0).", up)
+        yield one(
+            G,
+            "spire_health_agent_process_up",
+            "Whether the spire-agent process was found (1) or not (0).",
+            up,
+        )
         yield from _sampled(PROCESS, snap.process)
         yield from _sampled(CGROUP, snap.cgroup)
 
@@ -64,4 +71,4 @@ def _sampled(
 ) -> Iterator[Metric]:
     """Each family of a sample; all of them empty when there is no sample."""
     for kind, name, help_text, attribute in families:
-        yield one(kind, A + name, help_text, None if sample is None else getattr(sample, attribute))
+        yield one(kind, name, help_text, None if sample is None else getattr(sample, attribute))

@@ -19,12 +19,12 @@ class IdentityCollector(Collector):
         snap = self.store.snapshot()
         kind_id = ["kind", "spiffe_id"]
         expiry = GaugeMetricFamily(
-            "spire_svid_expiry_timestamp_seconds",
+            "spire_health_svid_expiry_timestamp_seconds",
             "Unix time at which the exporter's SVID expires.",
             labels=kind_id,
         )
         issued = GaugeMetricFamily(
-            "spire_svid_issued_timestamp_seconds",
+            "spire_health_svid_issued_timestamp_seconds",
             "Unix time at which the exporter's SVID was issued.",
             labels=kind_id,
         )
@@ -33,26 +33,26 @@ class IdentityCollector(Collector):
             issued.add_metric([kind, spiffe_id], svid.issued)
         rotations = by_label(
             CounterMetricFamily,
-            "spire_x509_svid_rotations",
+            "spire_health_x509_svid_rotations",
             "X.509-SVID rotations seen on the long-lived FetchX509SVID stream.",
             "spiffe_id",
             snap.rotations,
         )
         td = ["trust_domain"]
         certs = GaugeMetricFamily(
-            "spire_trust_bundle_certificates", "CA certificates in the X.509 trust bundle.", labels=td
+            "spire_health_trust_bundle_certificates", "CA certificates in the X.509 trust bundle.", labels=td
         )
         ca_expiry = GaugeMetricFamily(
-            "spire_trust_bundle_expiry_timestamp_seconds",
+            "spire_health_trust_bundle_expiry_timestamp_seconds",
             "Unix time at which the earliest CA certificate in the X.509 trust bundle expires.",
             labels=td,
         )
         ca_latest = GaugeMetricFamily(
-            "spire_trust_bundle_latest_expiry_timestamp_seconds",
+            "spire_health_trust_bundle_latest_expiry_timestamp_seconds",
             "Unix time at which the newest CA certificate in the X.509 trust bundle expires.",
             labels=td,
         )
-        keys = GaugeMetricFamily("spire_jwt_bundle_keys", "Keys in the JWT bundle (JWKS).", labels=td)
+        keys = GaugeMetricFamily("spire_health_jwt_bundle_keys", "Keys in the JWT bundle (JWKS).", labels=td)
         for (kind, name), bundle in sorted(snap.bundles.items()):
             if kind == "x509":
                 certs.add_metric([name], bundle.items)
@@ -65,14 +65,14 @@ class IdentityCollector(Collector):
         yield from (expiry, issued, rotations, certs, ca_expiry, ca_latest, keys)
         yield one(
             GaugeMetricFamily,
-            "spire_exporter_spiffe_ids_over_limit",
+            "spire_health_spiffe_ids_over_limit",
             "SPIFFE IDs in the agent's latest answers that are not exported because of "
             "limits.max_spiffe_ids.",
             snap.dropped_spiffe_ids,
         )
         yield one(
             GaugeMetricFamily,
-            "spire_exporter_trust_domains_over_limit",
+            "spire_health_trust_domains_over_limit",
             "Trust domains in the agent's latest bundles that are not exported because of "
             "limits.max_trust_domains.",
             snap.dropped_trust_domains,

@@ -20,12 +20,12 @@ class OwnCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         snap = self.store.snapshot()
-        info = G("spire_exporter_build_info", "Build of this exporter; always 1.", labels=["version"])
+        info = G("spire_health_build_info", "Build of this exporter; always 1.", labels=["version"])
         info.add_metric([__version__], 1)
         yield info
         yield by_label(
             C,
-            "spire_exporter_job_errors",
+            "spire_health_job_errors",
             "Exceptions that escaped one of the exporter's own jobs; each is a bug, logged with its type.",
             "job",
             snap.job_errors,
@@ -33,14 +33,14 @@ class OwnCollector(Collector):
         if snap.watch_up is not None:
             yield one(
                 G,
-                "spire_exporter_watch_up",
+                "spire_health_watch_up",
                 "Whether the long-lived FetchX509SVID stream that counts rotations is open and answering "
                 "(1) or not (0).",
                 int(snap.watch_up),
             )
             yield one(
                 C,
-                "spire_exporter_watch_reconnects",
+                "spire_health_watch_reconnects",
                 "Times the rotation watch opened a new FetchX509SVID stream after the previous one broke.",
                 snap.watch_reconnects,
             )

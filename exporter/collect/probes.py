@@ -10,8 +10,6 @@ from prometheus_client.registry import Collector
 from exporter.probes import registered
 from exporter.store.probes import ProbeStore
 
-P = "spire_workload_api_"
-
 
 class ProbeCollector(Collector):
     def __init__(self, store: ProbeStore) -> None:
@@ -21,37 +19,41 @@ class ProbeCollector(Collector):
         rpcs = self.store.snapshot()
         by_rpc = ["rpc"]
         duration = HistogramMetricFamily(
-            P + "probe_duration_seconds",
+            "spire_health_probe_duration_seconds",
             "Time a successful probe waited for its answer; for streams, the time to the first message.",
             labels=by_rpc,
         )
         total = CounterMetricFamily(
-            P + "probes",
+            "spire_health_probes",
             "Probes run, by result code (gRPC code name, OK, or a malformed-answer code).",
             labels=["rpc", "code"],
         )
         success = GaugeMetricFamily(
-            P + "probe_success", "Whether the latest probe succeeded (1) or not (0).", labels=by_rpc
+            "spire_health_probe_success", "Whether the latest probe succeeded (1) or not (0).", labels=by_rpc
         )
         last_ok = GaugeMetricFamily(
-            P + "last_success_timestamp_seconds", "Unix time of the latest successful probe.", labels=by_rpc
+            "spire_health_probe_last_success_timestamp_seconds",
+            "Unix time of the latest successful probe.",
+            labels=by_rpc,
         )
         last_duration = GaugeMetricFamily(
-            P + "probe_last_duration_seconds",
+            "spire_health_probe_last_duration_seconds",
             "Time the latest probe took, whatever its result; for streams, to the first message or "
             "the failure.",
             labels=by_rpc,
         )
         timeout = GaugeMetricFamily(
-            P + "probe_timeout_seconds",
+            "spire_health_probe_timeout_seconds",
             "Deadline each probe is given, from the configuration.",
             labels=by_rpc,
         )
         interval = GaugeMetricFamily(
-            P + "probe_interval_seconds", "Time between probes, from the configuration.", labels=by_rpc
+            "spire_health_probe_interval_seconds",
+            "Time between probes, from the configuration.",
+            labels=by_rpc,
         )
         last_attempt = GaugeMetricFamily(
-            "spire_exporter_probe_last_attempt_timestamp_seconds",
+            "spire_health_probe_last_attempt_timestamp_seconds",
             "Unix time at which the latest probe finished, whatever its result.",
             labels=by_rpc,
         )

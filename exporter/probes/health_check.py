@@ -35,7 +35,7 @@ def _judge(answer: health_pb2.HealthCheckResponse) -> tuple[()]:
 
 def series(latest: ProbeResult | None) -> Iterator[Metric]:
     serving = GaugeMetricFamily(
-        "spire_agent_grpc_health_serving",
+        "spire_health_agent_grpc_health_serving",
         "Whether the agent socket's grpc.health.v1 Check says SERVING (1) or not (0).",
     )
     if latest is not None:
