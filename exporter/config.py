@@ -12,10 +12,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-import yaml
 
 from exporter.endpoint import ENDPOINT_ENV
 from exporter.probes import registered
@@ -31,6 +28,7 @@ from exporter.settings import (
     text,
     walk,
 )
+from exporter.sources import env_overrides, flag_overrides, load_file, merge
 
 __all__ = ["Config", "ConfigError", "ProbeSettings", "build", "load", "table"]
 
@@ -178,62 +176,6 @@ def flag_table() -> dict[str, Setting]:
     return {s.meta.flag: s for s in table() if s.meta.flag}
 
 
-def load_file(path: str) -> dict[str, Any]:
-    try:
-        text_ = Path(path).read_text()
-    except OSError as e:
-        raise ConfigError(f"config file {path}: {e.strerror}") from None
-    try:
-        data = yaml.safe_load(text_)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"config file {path}: not valid YAML{where}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path}: top level must be a mapping")
-    return data
-
-
-def _nest(key: str, value: object) -> dict[str, Any]:
-    node: dict[str, Any] = {}
-    *parents, leaf = key.split(".")
-    cursor = node
-    for part in parents:
-        cursor = cursor.setdefault(part, {})
-    cursor[leaf] = value
-    return node
-
-
-def _merge(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(a)
-    for key, value in b.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
-    layer: dict[str, Any] = {}
-    for setting in table():
-        for name in setting.meta.envs:  # later names win
-            if environ.get(name):
-                layer = _merge(layer, _nest(setting.key, environ[name]))
-    return layer
-
-
-def flag_overrides(given: Mapping[str, str | None]) -> dict[str, Any]:
-    known = flag_table()
-    layer: dict[str, Any] = {}
-    for flag, value in given.items():
-        if value is not None:
-            layer = _merge(layer, _nest(known[flag].key, value))
-    return layer
-
-
 def build(
     file_data: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
@@ -241,14 +183,14 @@ def build(
 ) -> Config:
     layers = [
         file_data or {},
-        env_overrides(os.environ if environ is None else environ),
-        flag_overrides(flags or {}),
+        env_overrides(os.environ if environ is None else environ, table()),
+        flag_overrides(flags or {}, flag_table()),
     ]
     for layer in layers:  # each layer on its own, so a bad value is named even when overridden
         _resolve(layer)
     merged: dict[str, Any] = {}
     for layer in layers:
-        merged = _merge(merged, layer)
+        merged = merge(merged, layer)
     return _check(_resolve(merged))
 
 

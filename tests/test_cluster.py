@@ -11,6 +11,7 @@ image, a faster schedule (so the module runs in minutes) and, for one test, a ne
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import time
 from pathlib import Path
@@ -35,6 +36,8 @@ VALUES = {
     "agentHealth": {"url": "http://$(HOST_IP):9980"},
 }
 AGENT = ("spire-system", "app.kubernetes.io/name=spire-agent")
+# A node label nothing carries: the agent's DaemonSet leaves the node while its selector holds it.
+AGENT_AWAY = "spire-health-exporter.test/no-agent"
 EXPORTER = (EXPORTER_NAMESPACE, f"app.kubernetes.io/name={EXPORTER_RELEASE}")
 
 
@@ -142,6 +145,10 @@ def test_every_probe_ok_under_the_k8s_attested_identity(release: Cluster) -> Non
     printed = release.kubectl(*args[1:])
     record_output(printed)
     assert all(f"{rpc}" in printed for rpc in WORKLOAD_RPCS) and "PERMISSION_DENIED" not in printed, printed
+    # The chart's rendered configuration, judged in the pod by the image's own check-config.
+    exec_args = args[1 : args.index("--") + 2]
+    checked = release.kubectl(*exec_args, "check-config", "/etc/spire-health-exporter/config.yml")
+    assert "configuration is valid" in checked, checked
 
 
 def test_agent_found_through_host_pids_and_its_cgroup_limit_is_the_pods(release: Cluster) -> None:
@@ -223,14 +230,36 @@ def test_removing_the_entry_gives_permission_denied_and_nothing_else(release: Cl
     wait_for(release, probes_ok, 90, "every probe OK again with the entry back")
 
 
-def test_deleting_the_agent_pod_is_seen_and_recovered(release: Cluster) -> None:
+def test_an_agent_gone_from_the_node_is_seen_and_its_return_recovered(release: Cluster) -> None:
+    """The agent's DaemonSet leaves the node (a nodeSelector nothing matches), then comes back.
+
+    Deleting the pod alone is not enough to show the exporter sees the agent gone: the DaemonSet
+    controller starts its replacement within a second here, between two of the exporter's
+    samples, and a new start time is all there is to see (as a restart is on a real node).
+    """
     before = wait_for(release, probes_ok, 60, "every probe OK")
     start = get(before, "spire_health_agent_process_start_time_seconds")
     old = pod(release, AGENT)["metadata"]["name"]
-    release.kubectl("delete", "pod", "-n", AGENT[0], old, "--wait=false")
-    wait_for(
-        release, lambda s: get(s, "spire_health_agent_process_up") == 0, 60, "spire_health_agent_process_up 0"
+    away = {"spec": {"template": {"spec": {"nodeSelector": {AGENT_AWAY: "true"}}}}}
+    release.kubectl(
+        "patch", "daemonset", "spire-agent", "-n", AGENT[0], "--type=merge", "-p", json.dumps(away)
     )
+    try:
+        gone = wait_for(
+            release,
+            lambda s: (
+                get(s, "spire_health_agent_process_up") == 0
+                and get(s, "spire_health_probe_success", rpc="fetch_x509_svid") == 0
+            ),
+            60,
+            "the agent seen gone",
+        )
+        assert get(gone, "spire_health_agent_process_resident_memory_bytes") is None
+    finally:
+        back = [{"op": "remove", "path": "/spec/template/spec/nodeSelector/" + AGENT_AWAY.replace("/", "~1")}]
+        release.kubectl(
+            "patch", "daemonset", "spire-agent", "-n", AGENT[0], "--type=json", "-p", json.dumps(back)
+        )
     restarted = wait_for(
         release,
         lambda s: get(s, "spire_health_agent_process_start_time_seconds") not in (None, start),
@@ -238,7 +267,7 @@ def test_deleting_the_agent_pod_is_seen_and_recovered(release: Cluster) -> None:
         "a new agent start time",
     )
     assert get(restarted, "spire_health_agent_process_up") == 1
-    wait_for(release, probes_ok, 120, "every probe OK after the agent's restart")
+    wait_for(release, probes_ok, 120, "every probe OK after the agent's return")
     assert pod(release, AGENT)["metadata"]["name"] != old
 
 
