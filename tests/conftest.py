@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import pytest
 import yaml
 
 from harness.local_spire import LocalSpire, SpireUnavailable
+from harness.paths import CHART
 from harness.paths import ROOT as ROOT  # the tests import it from here
 
 if TYPE_CHECKING:
@@ -101,6 +103,30 @@ def helm() -> str:
     if not path:
         require("helm is not available (scripts/build-helm builds it with Go)")
     return path
+
+
+CHART_EXAMPLES = sorted((ROOT / "deploy" / "helm" / "examples").glob("*.yaml"))
+
+
+def chart_example(values: Path) -> tuple[str, dict[str, str]]:
+    """The exporter's config.yml the chart renders with `values`, and the container's environment
+    with Kubernetes' $(VAR) expansion done as it would be (the node's IP a documentation address)."""
+    done = subprocess.run(
+        [helm(), "template", "she", str(CHART), "--namespace", "spire-system", "--kube-version", K8S_VERSION,
+         "--values", str(values)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    docs = [d for d in yaml.safe_load_all(done.stdout) if d]
+    (cm,) = [d for d in docs if d["kind"] == "ConfigMap" and "config.yml" in d["data"]]
+    (ds,) = [d for d in docs if d["kind"] == "DaemonSet"]
+    (container,) = ds["spec"]["template"]["spec"]["containers"]
+    assert "--config.file=/etc/spire-health-exporter/config.yml" in container["args"]
+    env: dict[str, str] = {"HOST_IP": "192.0.2.7"}
+    for item in container.get("env", []):
+        if "value" in item:
+            env[item["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env.get(m[1], m[0]), item["value"])
+    return cm["data"]["config.yml"], env
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -16,9 +16,10 @@ import urllib.request
 import uuid
 
 import pytest
-from conftest import ROOT, WORKLOAD_RPCS, host_state, record_output, require
+from conftest import CHART_EXAMPLES, ROOT, WORKLOAD_RPCS, chart_example, host_state, record_output, require
 
 from harness.local_spire import free_port
+from harness.promtext import Samples, get, parse
 
 NONROOT = 65532
 SOCKET_DIR = "/run/spire/agent-sockets"  # where the chart mounts the agent's socket directory
@@ -51,16 +52,11 @@ def image() -> str:
     return done.stdout.strip().splitlines()[-1]
 
 
-def scrape(port: int) -> dict[str, float]:
+def scrape(port: int) -> Samples:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
         text = r.read().decode()
     record_output(text)
-    samples = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            samples[name] = float(value)
-    return samples
+    return parse(text)
 
 
 def test_image_runs_read_only_as_nonroot_and_probes_the_real_agent(image, healthy_spire) -> None:
@@ -87,23 +83,24 @@ def test_image_runs_read_only_as_nonroot_and_probes_the_real_agent(image, health
     )  # fmt: skip
     try:
         rpcs = (*WORKLOAD_RPCS, "health_check")
-        wanted = [f'spire_health_probe_success{{rpc="{rpc}"}}' for rpc in rpcs]
-        samples: dict[str, float] = {}
+        samples: Samples = {}
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
                 samples = scrape(port)
             except OSError:
                 samples = {}
-            if all(samples.get(w) == 1 for w in wanted) and samples.get("spire_health_agent_process_up") == 1:
+            if all(get(samples, "spire_health_probe_success", rpc=r) == 1 for r in rpcs) and (
+                get(samples, "spire_health_agent_process_up") == 1
+            ):
                 break
             time.sleep(0.5)
-        failing = [w for w in wanted if samples.get(w) != 1]
+        failing = [r for r in rpcs if get(samples, "spire_health_probe_success", rpc=r) != 1]
         assert not failing, (failing, podman("logs", name)[-2000:])
-        assert f'spire_health_svid_expiry_timestamp_seconds{{kind="x509",spiffe_id="{spiffe_id}"}}' in samples
+        assert get(samples, "spire_health_svid_expiry_timestamp_seconds", kind="x509", spiffe_id=spiffe_id)
         # The agent process, found through the host's PIDs as the chart's hostPID gives them.
-        assert samples["spire_health_agent_process_up"] == 1
-        assert "spire_health_agent_process_peak_resident_memory_bytes" in samples
+        assert get(samples, "spire_health_agent_process_up") == 1
+        assert get(samples, "spire_health_agent_process_peak_resident_memory_bytes")
 
         info = json.loads(podman("inspect", name))[0]
         assert info["HostConfig"]["ReadonlyRootfs"] is True
@@ -115,7 +112,7 @@ def test_image_runs_read_only_as_nonroot_and_probes_the_real_agent(image, health
         rss_mib = int(status["VmRSS"].split()[0]) / 1024
         size_mib = int(podman("image", "inspect", "--format", "{{.Size}}", image)) / 2**20
         # Printed for docs/benchmarks.md; the process' own gauge and /proc agree.
-        own_rss_mib = samples["process_resident_memory_bytes"] / 2**20
+        own_rss_mib = (get(samples, "process_resident_memory_bytes") or 0) / 2**20
         print(
             f"\nimage {image}: {size_mib:.0f} MiB; exporter RSS in the container {rss_mib:.1f} MiB "
             f"(its own process_resident_memory_bytes {own_rss_mib:.1f} MiB)"
@@ -133,3 +130,21 @@ def test_image_runs_read_only_as_nonroot_and_probes_the_real_agent(image, health
     mounts, devices = host_state()
     assert mounts <= before[0], mounts - before[0]
     assert devices == before[1], devices ^ before[1]
+
+
+@pytest.mark.parametrize("example", CHART_EXAMPLES, ids=lambda p: p.stem)
+def test_each_chart_example_passes_check_config_in_the_image(image, example, tmp_path) -> None:
+    """The configuration the chart renders from each example, judged by the image's own
+    check-config, read-only as UID 65532 with the container's environment, as in the pod."""
+    config_text, env = chart_example(example)
+    (tmp_path / "config.yml").write_text(config_text)
+    tmp_path.chmod(0o755)
+    (tmp_path / "config.yml").chmod(0o644)
+    env_args = [arg for name, value in env.items() for arg in ("--env", f"{name}={value}")]
+    checked = podman(
+        "run", "--rm", "--read-only", "--user", f"{NONROOT}:{NONROOT}", "--network", "none",
+        "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
+        "--volume", f"{tmp_path}:/etc/spire-health-exporter:ro", *env_args,
+        image, "check-config", "/etc/spire-health-exporter/config.yml",
+    )  # fmt: skip
+    assert "configuration is valid" in checked, checked
