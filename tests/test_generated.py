@@ -153,3 +153,18 @@ def test_docs_metrics_lists_exactly_what_the_exporter_exposes() -> None:
     documented = set(re.findall(rf"`({PREFIX}[a-z0-9_]+)`", doc))
     assert set(exposed) - documented == set(), "exposed but not documented"
     assert documented - set(exposed) == set(), "documented but never exposed"
+
+
+def test_the_version_has_one_source() -> None:
+    from importlib.metadata import version
+    from pathlib import Path
+
+    import yaml
+
+    from exporter import __version__
+
+    assert version("spire-health-exporter") == __version__
+    chart = yaml.safe_load(
+        (Path(__file__).parent.parent / "deploy/helm/spire-health-exporter/Chart.yaml").read_text()
+    )
+    assert chart["appVersion"] == __version__

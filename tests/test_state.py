@@ -1,0 +1,136 @@
+"""The state and its collectors: counts and latency per probe, identities, transitions logged once."""
+
+from __future__ import annotations
+
+import logging
+
+from conftest import render, state_registry
+
+from exporter.answers import SvidInfo
+from exporter.result import ProbeResult
+from exporter.store import State
+from exporter.store.probes import INITIAL_CODES
+
+
+def render_state(state: State) -> dict:
+    return render(state_registry(state))
+
+
+def test_registered_rpc_shows_every_initial_code_at_zero() -> None:
+    state = State()
+    state.probes.register("fetch_x509_svid", ("EXTRA",))
+    samples = render_state(state)
+    for code in (*INITIAL_CODES, "EXTRA"):
+        key = ("spire_health_probes_total", (("code", code), ("rpc", "fetch_x509_svid")))
+        assert samples[key] == 0
+    assert ("spire_health_probe_success", (("rpc", "fetch_x509_svid"),)) not in samples
+
+
+def test_histogram_counts_only_successes_into_the_right_buckets() -> None:
+    state = State()
+    for duration, code in [(0.0004, "OK"), (0.003, "OK"), (0.2, "OK"), (5.0, "DEADLINE_EXCEEDED")]:
+        state.record(ProbeResult("fetch_jwt_svid", code, duration))
+    s = render_state(state)
+
+    def bucket(le: str) -> float:
+        return s[("spire_health_probe_duration_seconds_bucket", (("le", le), ("rpc", "fetch_jwt_svid")))]
+
+    assert bucket("0.001") == 1 and bucket("0.005") == 2 and bucket("0.1") == 2 and bucket("0.5") == 3
+    assert bucket("+Inf") == 3
+    assert s[("spire_health_probe_duration_seconds_count", (("rpc", "fetch_jwt_svid"),))] == 3
+    assert s[("spire_health_probe_success", (("rpc", "fetch_jwt_svid"),))] == 0
+
+
+def test_spiffe_id_labels_are_capped() -> None:
+    state = State(max_spiffe_ids=2)
+    svids = tuple(SvidInfo("x509", f"spiffe://td/w{i}", 0, 1e10, str(i)) for i in range(5))
+    state.record(ProbeResult("fetch_x509_svid", "OK", 0.01, facts=svids))
+    snap = state.identities.snapshot()
+    assert len({k[1] for k in snap.svids}) == 2
+    assert snap.dropped_spiffe_ids == 3
+    assert render_state(state)[("spire_health_spiffe_ids_over_limit", ())] == 3
+
+
+def test_svid_dropped_by_the_agent_disappears() -> None:
+    state = State()
+    a, b = (SvidInfo("x509", f"spiffe://td/{n}", 0, 1e10, n) for n in "ab")
+    state.record(ProbeResult("fetch_x509_svid", "OK", 0.01, facts=(a, b)))
+    state.record(ProbeResult("fetch_x509_svid", "OK", 0.01, facts=(a,)))
+    assert list(state.identities.snapshot().svids) == [("x509", "spiffe://td/a")]
+
+
+def test_rotation_counted_on_new_serial_only() -> None:
+    state = State()
+    first = SvidInfo("x509", "spiffe://td/a", 0, 1e10, "1")
+    assert state.identities.record_watch([first]) == []
+    assert state.identities.record_watch([first]) == []
+    assert state.identities.record_watch([SvidInfo("x509", "spiffe://td/a", 0, 1e10, "2")]) == [
+        "spiffe://td/a"
+    ]
+    assert state.identities.snapshot().rotations == {"spiffe://td/a": 1}
+
+
+def test_one_log_line_per_state_change(caplog) -> None:
+    state = State()
+    caplog.set_level(logging.INFO)
+    codes = [
+        "OK",
+        "OK",
+        "DEADLINE_EXCEEDED",
+        "DEADLINE_EXCEEDED",
+        "DEADLINE_EXCEEDED",
+        "UNAVAILABLE",
+        "OK",
+        "OK",
+    ]
+    for code in codes:
+        state.record(ProbeResult("fetch_x509_svid", code, 0.01, message="boom"))
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == ["probe failing", "probe failing", "probe recovered"]
+    assert [r.fields.get("code") for r in caplog.records[:2]] == ["DEADLINE_EXCEEDED", "UNAVAILABLE"]
+
+
+def test_buckets_end_at_the_largest_configured_deadline() -> None:
+    from exporter import config
+    from exporter.app import Exporter
+
+    for timeout, top in (("5s", 5.0), ("800ms", 0.8), ("30s", 30.0)):
+        cfg = config.build(
+            {
+                "workload_api": {"socket": "unix:///tmp/unused.sock"},
+                "probes": {"interval": "60s", "timeout": "500ms", "fetch_jwt_bundles": {"timeout": timeout}},
+                "web": {"listen_address": "127.0.0.1:0"},
+            },
+            environ={},
+        )
+        exporter = Exporter(cfg)
+        try:
+            s = render_state(exporter.state)
+        finally:
+            exporter.client.close()
+        bounds = sorted(
+            float(dict(labels)["le"])
+            for (name, labels) in s
+            if name == "spire_health_probe_duration_seconds_bucket"
+            and dict(labels)["rpc"] == "fetch_x509_svid"
+        )
+        assert bounds[-2:] == [top, float("inf")], (timeout, bounds)
+        assert all(b < top for b in bounds[:-2])
+        # Each probe's own deadline is exported beside it, so "2.8 s of 5 s" can be said.
+        assert s[("spire_health_probe_timeout_seconds", (("rpc", "fetch_jwt_bundles"),))] == top
+        assert s[("spire_health_probe_timeout_seconds", (("rpc", "fetch_x509_svid"),))] == 0.5
+
+
+def test_failed_probe_durations_and_attempt_times_are_exported() -> None:
+    state = State()
+    state.probes.register("fetch_x509_svid", (), 5.0, 15.0)
+    state.record(ProbeResult("fetch_x509_svid", "OK", 0.004, finished_at=1000.0))
+    state.record(ProbeResult("fetch_x509_svid", "DEADLINE_EXCEEDED", 5.0, finished_at=1010.0))
+    s = render_state(state)
+    rpc = (("rpc", "fetch_x509_svid"),)
+    assert s[("spire_health_probe_last_duration_seconds", rpc)] == 5.0
+    assert s[("spire_health_probe_last_attempt_timestamp_seconds", rpc)] == 1010.0
+    # With the interval beside it, a rule can tell a stuck probe loop from a slow schedule.
+    assert s[("spire_health_probe_interval_seconds", rpc)] == 15.0
+    assert s[("spire_health_probe_last_success_timestamp_seconds", rpc)] == 1000.0
+    assert s[("spire_health_probe_duration_seconds_count", rpc)] == 1  # failures stay out
