@@ -74,6 +74,11 @@ def duration(default: str | None, help: str, **kw: Any) -> Any:
     return _field(seconds, Meta("duration", help, shown, **kw))
 
 
+def audience_setting(default: str, help: str) -> Any:
+    """A JWT-SVID audience: text that must not be empty (the agent refuses an empty one)."""
+    return text(default, help, pattern=".", expect="an audience: it must not be empty")
+
+
 def section(cls: type[T]) -> Any:
     """A nested group of settings, itself a dataclass of settings."""
     return dataclasses.field(default_factory=cls, metadata={"section": cls})
@@ -194,9 +199,4 @@ class ProbeSettings:
 class AudienceSettings(ProbeSettings):
     """A probe that asks for a JWT-SVID names the audience it asks for."""
 
-    audience: str = text(
-        "spire-health-exporter",
-        "Audience of the JWT-SVID this probe asks for.",
-        pattern=".",
-        expect="an audience: it must not be empty",
-    )
+    audience: str = audience_setting("spire-health-exporter", "Audience of the JWT-SVID this probe asks for.")

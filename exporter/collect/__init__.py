@@ -5,13 +5,12 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry
 
 from exporter.collect.agent import AgentCollector
-from exporter.collect.families import PREFIX
 from exporter.collect.identities import IdentityCollector
 from exporter.collect.own import OwnCollector
 from exporter.collect.probes import ProbeCollector
 from exporter.store import State
 
-__all__ = ["PREFIX", "register"]
+__all__ = ["register"]
 
 
 def register(registry: CollectorRegistry, state: State, process_enabled: bool = True) -> None:

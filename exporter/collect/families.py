@@ -6,9 +6,6 @@ from collections.abc import Mapping
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-# Every series of this exporter, and only its, starts with this (docs/metrics.md says why).
-PREFIX = "spire_health_"
-
 Family = type[GaugeMetricFamily] | type[CounterMetricFamily]
 
 

@@ -21,7 +21,14 @@ from exporter.logs import event
 from exporter.probes import jwt_svid
 from exporter.probes.base import ProbeSpec, timed
 from exporter.result import ProbeResult
-from exporter.settings import AudienceSettings, ConfigError, ProbeSettings, boolean, duration, text
+from exporter.settings import (
+    AudienceSettings,
+    ConfigError,
+    ProbeSettings,
+    audience_setting,
+    boolean,
+    duration,
+)
 
 NAME = "fetch_jwt_svid_roundtrip"
 STALE_TOKEN = "STALE_TOKEN"
@@ -36,11 +43,9 @@ class RoundTripSettings(AudienceSettings):
     interval: float = duration(
         "3m", "Time between two runs; more than half the JWT-SVID lifetime, so each one reaches the server."
     )
-    audience: str = text(
+    audience: str = audience_setting(
         "spire-health-exporter/roundtrip",
         "Audience reserved for this probe; it must differ from fetch_jwt_svid's.",
-        pattern=".",
-        expect="an audience: it must not be empty",
     )
 
 
