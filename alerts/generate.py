@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from alerts.rules import ALERTS, CACHED, FAST_BURN, SLO_WINDOWS, SLOW_BURN, burn, error_ratio
+from alerts.rules import ALERTS, CACHED, FAST_BURN, OWN_CAUSE, SLO_WINDOWS, SLOW_BURN, burn, error_ratio
 
 HERE = Path(__file__).resolve().parent
 CHART = HERE.parent / "deploy" / "helm" / "spire-health-exporter"
@@ -60,8 +60,10 @@ def _params(c: dict[str, Any], name: str) -> dict[str, Any]:
     }
     if name == "SpireAgentWorkloadAPIProbeFailing":
         probes = 'spire_health_probes_total{%(sel)s, %(cached)s, rpc!="health_check"%%s}[%(window)s]' % params
-        params["attempts"] = "sum without (code) (increase(%s))" % (probes % "")
-        params["attempts_ok"] = "sum without (code) (increase(%s))" % (probes % ', code="OK"')
+        # A rate-limited probe says nothing of the agent's health, and a failed workload
+        # attestation pages as itself (SpireAgentWorkloadAttestationFailing).
+        params["attempts"] = "sum without (code, reason) (increase(%s))" % (probes % f", reason!~{OWN_CAUSE}")
+        params["attempts_ok"] = "sum without (code, reason) (increase(%s))" % (probes % ', code="OK"')
         params["denied"] = (
             'increase(spire_health_probes_total{%(sel)s, rpc="fetch_x509_svid", code="PERMISSION_DENIED"}'
             "[%(window)s])" % params
@@ -69,6 +71,11 @@ def _params(c: dict[str, Any], name: str) -> dict[str, Any]:
     params["burn_fast"] = burn(FAST_BURN, str(params["objective"]))
     params["burn_slow"] = burn(SLOW_BURN, str(params["objective"]))
     counter = "spire_agent_workload_api_connection{%(agent_sel)s}" % params
+    if name in ("SpireAgentWorkloadAttestationFailing", "SpireHealthExporterRateLimited"):
+        reason = "workload_attestation_failed" if "Attestation" in name else "rate_limited"
+        probes = 'spire_health_probes_total{%(sel)s, rpc!="health_check"%%s}[%(window)s]' % params
+        params["failed"] = "sum without (code, reason) (increase(%s))" % (probes % f', reason="{reason}"')
+        params["succeeded"] = "sum without (code, reason) (increase(%s))" % (probes % ', code="OK"')
     if "min_rate" in own:
         params["churn"] = f"sum without (host) (rate({counter}[{own['window']}]))"
         params["baseline"] = (
@@ -93,8 +100,11 @@ def recording_rules(c: dict[str, Any]) -> list[dict[str, str]]:
     rules = [
         {
             "record": "spire:workload_api_probe_errors:ratio_rate%(window)s" % err,
-            "expr": "sum without (code, rpc) (rate(%s)) / sum without (code, rpc) (rate(%s))"
-            % (total % {**err, "extra": ', code!="OK"'}, total % {**err, "extra": ""}),
+            "expr": "sum without (code, reason, rpc) (rate(%s)) / sum without (code, reason, rpc) (rate(%s))"
+            % (
+                total % {**err, "extra": ', code!="OK", reason!="rate_limited"'},
+                total % {**err, "extra": ', reason!="rate_limited"'},
+            ),
         },
         {
             "record": "spire:workload_api_probe_duration_seconds:p99_rate%(window)s" % lat,

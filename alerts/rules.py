@@ -12,6 +12,9 @@ from dataclasses import dataclass
 
 # The round trip measures the server path; its failures have their own meaning (see the runbook).
 CACHED = 'rpc!="fetch_jwt_svid_roundtrip"'
+# Failures with a cause of their own: the agent rate-limited the probe (its figures then say
+# nothing of the agent), or workload attestation failed (paged as itself).
+OWN_CAUSE = '"rate_limited|workload_attestation_failed"'
 # The SLO's windows, the SRE workbook's multiwindow multi-burn-rate pairs: (long, short, burn).
 FAST_BURN = (("1h", "5m", 14.4), ("6h", "30m", 6))
 SLOW_BURN = (("1d", "2h", 3), ("3d", "6h", 1))
@@ -47,13 +50,38 @@ ALERTS = [
         "%(window)s and none succeeded: workloads there cannot get this identity call answered.",
     ),
     Alert(
+        "SpireAgentWorkloadAttestationFailing",
+        "critical",
+        "node",
+        # SPIRE v1.15.2+ answers UNAVAILABLE "workload attestation failed" when every workload
+        # attestor fails (a kubelet it cannot reach, say): nothing on the node gets an identity,
+        # yet the agent is up, so the runbook differs from ProbeFailing's.
+        "%(failed)s > 0 unless %(succeeded)s > 0",
+        "SPIRE agent workload attestation failing",
+        'The SPIRE agent on node %(node)s answered the {{ $labels.rpc }} probe "workload attestation failed" '
+        "{{ $value | humanize }} times in the last %(window)s and never succeeded: every workload attestor "
+        "fails, so no workload there gets an identity.",
+    ),
+    Alert(
+        "SpireHealthExporterRateLimited",
+        "warning",
+        "node",
+        # The agent's experimental.ratelimit keys on the caller's selectors: the exporter's own
+        # bucket, not the agent's health. Its other figures hold; this one is the exporter's.
+        "%(failed)s > 0",
+        "The SPIRE agent rate-limits the exporter",
+        "The SPIRE agent on node %(node)s rejected {{ $value | humanize }} {{ $labels.rpc }} probes in the last "
+        '%(window)s with "rate limit exceeded" (experimental.ratelimit): the exporter\'s selector set is over '
+        "its limit, so this probe no longer measures the agent. Raise the limit or the probe interval.",
+    ),
+    Alert(
         "SpireAgentWorkloadAPIDeadlineExceeded",
         "critical",
         "node",
         # A share of the attempts, so that it means the same at any probe interval.
-        "sum without (rpc, code) (increase("
+        "sum without (rpc, code, reason) (increase("
         'spire_health_probes_total{%(sel)s, code="DEADLINE_EXCEEDED", %(cached)s}[%(window)s]'
-        ")) / sum without (rpc, code) (increase(spire_health_probes_total{%(sel)s, %(cached)s}[%(window)s])) "
+        ")) / sum without (rpc, code, reason) (increase(spire_health_probes_total{%(sel)s, %(cached)s}[%(window)s])) "
         "> %(ratio)s",
         "Workload API calls hit their deadline",
         "{{ $value | humanizePercentage }} of Workload API probes on node %(node)s ran into their deadline "
@@ -232,7 +260,7 @@ ALERTS = [
         "The SPIRE agent socket on node %(node)s does not answer its gRPC health check with SERVING "
         "(the agent is hung, overloaded, still starting, or gone).",
     ),
-    # The seed's third cause, from SPIRE's own telemetry (v1.13.3): its workload_api
+    # The seed's third cause, from SPIRE's own telemetry (v1.13.3 to v1.15.3): its workload_api
     # "connection" counter and "connections" gauge count Workload API RPCs started and in
     # flight, each started RPC with a workload attestation of its own.
     Alert(
@@ -309,9 +337,10 @@ ALERTS = [
 
 
 def error_ratio(sel: str, by: str, window: str) -> str:
-    """The SLI's failed share: cached probes, a missing registration entry left out (it is the
-    exporter's configuration, not the agent's availability; NoRegistrationEntry says so)."""
-    probes = "spire_health_probes_total{%s, %s, code!~%s}[%s]"
+    """The SLI's failed share: cached probes, a missing registration entry and a rate-limited
+    probe left out (the exporter's configuration and its own selectors' bucket, not the agent's
+    availability; NoRegistrationEntry and RateLimited say so)."""
+    probes = 'spire_health_probes_total{%s, %s, code!~%s, reason!="rate_limited"}[%s]'
     failed = probes % (sel, CACHED, '"OK|PERMISSION_DENIED"', window)
     answered = probes % (sel, CACHED, '"PERMISSION_DENIED"', window)
     return f"sum by ({by}) (rate({failed})) / sum by ({by}) (rate({answered}))"

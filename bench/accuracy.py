@@ -124,7 +124,8 @@ def main() -> int:
         ours_x509 = exporter_probe(client, x509_svid.probe, args.runs)
         ours_jwt = exporter_probe(client, jwt_svid.probe, args.runs)
         cli_x509, cli_jwt = cli_times(spire, max(10, args.runs // 10))
-    print("\nreal spire-agent v1.13.3, same run: median (p99)\n")
+        version = spire.version
+    print(f"\nreal spire-agent {version}, same run: median (p99)\n")
     print(
         table(
             ["client", "FetchX509SVID", "FetchJWTSVID"],

@@ -323,13 +323,14 @@ def fleet_rows() -> Rows:
             "Failures by code",
             [
                 (
-                    f'sum by (code) (rate({PROBES}{{{SEL}, {CACHED}, code!="OK"}}[$__rate_interval]))',
-                    "{{code}}",
+                    f'sum by (code, reason) (rate({PROBES}{{{SEL}, {CACHED}, code!="OK"}}[$__rate_interval]))',
+                    "{{code}} {{reason}}",
                 )
             ],
             "ops",
             "Failed probes per second over all selected nodes, by gRPC code (INVALID_RESPONSE: an answer a "
-            "workload could not use).",
+            "workload could not use) and, for UNAVAILABLE, its reason (agent_unreachable, "
+            "workload_attestation_failed, rate_limited, ...).",
             "SpireAgentWorkloadAPIProbeFailing",
             w=8,
         ),
@@ -352,7 +353,7 @@ def fleet_rows() -> Rows:
 
 
 def spire_panels(by: str, fleet: bool) -> list[Panel]:
-    """SPIRE's own agent (:9988) and server telemetry, by the names v1.13.3 emits."""
+    """SPIRE's own agent (:9988) and server telemetry, by names every release in docs/compatibility.md emits."""
     legend = "{{%s}}" % by
     uptime: Panel
     if fleet:
@@ -427,7 +428,7 @@ def spire_panels(by: str, fleet: bool) -> list[Panel]:
                     f"sum(rate(spire_server_rateLimit_{call}_elapsed_time_count{{{SERVER_SEL}}}[$__rate_interval]))",
                     legend_,
                 )
-                # The two calls SPIRE rate-limits per agent (v1.13.3's names), each one series:
+                # The two calls SPIRE rate-limits per agent (v1.13.3 to v1.15.3), each one series:
                 # a regular expression over metric names would collide once rate() drops them.
                 for call, legend_ in (
                     ("agent_v1_agent_attest_agent", "agent attestation"),
@@ -487,12 +488,13 @@ def node_rows() -> Rows:
             "Failures by RPC and code",
             [
                 (
-                    f'sum by (rpc, code) (rate({PROBES}{{{SEL}, code!="OK"}}[$__rate_interval]))',
-                    "{{rpc}} {{code}}",
+                    f'sum by (rpc, code, reason) (rate({PROBES}{{{SEL}, code!="OK"}}[$__rate_interval]))',
+                    "{{rpc}} {{code}} {{reason}}",
                 )
             ],
             "ops",
-            "Failed probes per second by RPC and gRPC code, including the server round trip when enabled.",
+            "Failed probes per second by RPC and gRPC code (with UNAVAILABLE's reason), including the server "
+            "round trip when enabled.",
             "SpireAgentWorkloadAPIProbeFailing",
             w=8,
         ),

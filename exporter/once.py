@@ -21,7 +21,7 @@ def _row(result: ProbeResult, now: float) -> list[str]:
     expiry = min((s.expiry for s in svids), default=None)
     left = "-" if expiry is None else f"{(expiry - now) / 60:.1f} min"
     detail = "" if result.ok else result.message
-    return [result.rpc, result.code, f"{result.duration * 1000:.1f} ms", ids, left, detail]
+    return [result.rpc, result.outcome, f"{result.duration * 1000:.1f} ms", ids, left, detail]
 
 
 def run_once(config: Config, out: TextIO = sys.stdout) -> int:

@@ -16,6 +16,7 @@ class ProbeResult:
     code: str
     duration: float  # seconds to the answer (the first message, for streams) or to the failure
     message: str = ""  # for logs and the status page only: never a label
+    reason: str = ""  # why UNAVAILABLE, one of exporter.unavailable.REASONS; "" otherwise
     # Public facts of a successful answer (SvidInfo, BundleInfo, ...); each store takes its own kind.
     facts: tuple[object, ...] = ()
     finished_at: float = field(default_factory=time.time)
@@ -23,3 +24,8 @@ class ProbeResult:
     @property
     def ok(self) -> bool:
         return self.code == OK
+
+    @property
+    def outcome(self) -> str:
+        """The code, with the reason when there is one: "UNAVAILABLE (rate_limited)"."""
+        return f"{self.code} ({self.reason})" if self.reason else self.code

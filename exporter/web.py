@@ -221,7 +221,7 @@ def status_page(state: State, telemetry_path: str) -> str:
     rows = []
     for rpc, stats in sorted(state.probes.snapshot().items()):
         last = stats.last
-        result = "pending" if last is None else last.code
+        result = "pending" if last is None else last.outcome
         latency = "-" if last is None else f"{last.duration * 1000:.1f} ms"
         detail = "" if last is None or last.ok else last.message
         rows.append(

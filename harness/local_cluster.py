@@ -6,7 +6,7 @@
     scripts/cluster helm install ...   # helm and kubectl run inside the cluster's namespaces
     scripts/cluster down               # leaves no process, mount, cgroup or network device
 
-etcd, kube-apiserver, kube-controller-manager, kube-scheduler, containerd and a kubelet (v1.34.4,
+etcd, kube-apiserver, kube-controller-manager, kube-scheduler, containerd and a kubelet (versions.env,
 built by scripts/build-kubernetes) run inside one network namespace and one private mount
 namespace that a holder process keeps open. The network namespace has only loopback, a bridge
 with no ports carrying the node's address, and a CNI bridge for pods, so nothing the cluster does can
@@ -35,12 +35,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from harness import cluster_files
+import yaml
+
+from harness import cluster_files, versions
 from harness.local_spire import find_spire_bin_dir, wait_until
 from harness.paths import K8S, ROOT
 
 SCRIPTS = ROOT / "scripts"
-KUBERNETES_VERSION = "v1.34.4"
 CLUSTER = "she"
 NODE = "she-node"
 NODE_IP = "10.231.0.1"
@@ -50,22 +51,19 @@ SERVICE_IP = "10.233.0.1"  # the first address of SERVICE_SUBNET: the kubernetes
 API_PORT = 6443
 TRUST_DOMAIN = "example.org"
 EXPORTER_IMAGE = "localhost/spire-health-exporter:dev"
-SPIRE_IMAGE = "localhost/spire-health-exporter-spire:v1.13.3"
+SPIRE_IMAGE = f"localhost/spire-health-exporter-spire:{versions.SPIRE}"
 PAUSE_IMAGE = "localhost/spire-health-exporter-pause:1"
 BASE_IMAGE = "localhost/spire-health-exporter-base:debian12-python3"
 # prometheus-operator and what it manages, in images made like SPIRE's; only Cluster.monitoring()
 # builds them. Prometheus comes from the Go module proxy (scripts/build-prometheus-operator):
 # Debian's has no Kubernetes service discovery. Alertmanager is Debian's.
-OPERATOR_VERSION = "v0.85.0"
-PROMETHEUS_VERSION = "v3.5.0"
-ALERTMANAGER_VERSION = "v0.25.0"
 MONITORING_IMAGES = {
-    "operator": f"localhost/spire-health-exporter-prometheus-operator:{OPERATOR_VERSION}",
+    "operator": f"localhost/spire-health-exporter-prometheus-operator:{versions.PROMETHEUS_OPERATOR}",
     "prometheus-config-reloader": (
-        f"localhost/spire-health-exporter-prometheus-config-reloader:{OPERATOR_VERSION}"
+        f"localhost/spire-health-exporter-prometheus-config-reloader:{versions.PROMETHEUS_OPERATOR}"
     ),
-    "prometheus": f"localhost/spire-health-exporter-prometheus:{PROMETHEUS_VERSION}",
-    "alertmanager": f"localhost/spire-health-exporter-alertmanager:{ALERTMANAGER_VERSION}",
+    "prometheus": f"localhost/spire-health-exporter-prometheus:{versions.PROMETHEUS}",
+    "alertmanager": f"localhost/spire-health-exporter-alertmanager:{versions.ALERTMANAGER}",
 }
 WEBHOOK_PORT = 19095
 WEBHOOK_URL = f"http://{NODE_IP}:{WEBHOOK_PORT}"
@@ -84,6 +82,17 @@ DEFAULT_DIR = Path(tempfile.gettempdir()) / "spire-health-exporter-cluster"
 PODMAN = ["podman", "--runtime", "runc", "--cgroup-manager", "cgroupfs", "--events-backend", "file"]
 # The kubelet (cgroupfs driver) puts every pod under this cgroup in each v1 hierarchy.
 POD_CGROUP = "kubepods"
+
+
+def shipped_alertmanager_config(group_wait: int = 1) -> str:
+    """alerts/alertmanager.example.yml as shipped, its receivers pointed at the webhook pod and
+    its group_wait shortened (as harness/prom_stack.py does)."""
+    config = yaml.safe_load((ROOT / "alerts" / "alertmanager.example.yml").read_text())
+    config["route"].update(group_wait=f"{group_wait}s", group_interval="1s")
+    for receiver in config["receivers"]:
+        for hook in receiver.get("webhook_configs", []):
+            hook["url"] = f"{WEBHOOK_URL}/{receiver['name']}"
+    return str(yaml.safe_dump(config))
 
 
 class ClusterError(RuntimeError):
@@ -201,7 +210,7 @@ class Cluster:
         self.dir.mkdir(parents=True)
         for d in (self.pki, self.logs, self.bin):
             d.mkdir()
-        kubernetes = _find_built("build-kubernetes", f"Kubernetes {KUBERNETES_VERSION}")
+        kubernetes = _find_built("build-kubernetes", f"Kubernetes {versions.KUBERNETES}")
         for name in ("kubelet", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"):
             (self.bin / name).symlink_to(kubernetes / name)
         helm = os.environ.get("HELM_BIN") or shutil.which("helm") or str(_find_built("build-helm", "Helm"))
@@ -405,7 +414,9 @@ class Cluster:
         latter configured by `alertmanager_config`), PodMonitors for SPIRE's telemetry and a
         webhook receiver at WEBHOOK_URL (harness/k8s/monitoring.yaml)."""
         started = time.monotonic()
-        operator = _find_built("build-prometheus-operator", f"prometheus-operator {OPERATOR_VERSION}")
+        operator = _find_built(
+            "build-prometheus-operator", f"prometheus-operator {versions.PROMETHEUS_OPERATOR}"
+        )
         alertmanager = shutil.which("prometheus-alertmanager")
         if alertmanager is None:
             raise ClusterError("prometheus-alertmanager is missing: apt-get install prometheus-alertmanager")
@@ -436,9 +447,9 @@ class Cluster:
             OPERATOR_IMAGE=MONITORING_IMAGES["operator"],
             RELOADER_IMAGE=MONITORING_IMAGES["prometheus-config-reloader"],
             PROMETHEUS_IMAGE=MONITORING_IMAGES["prometheus"],
-            PROMETHEUS_VERSION=PROMETHEUS_VERSION,
+            PROMETHEUS_VERSION=versions.PROMETHEUS,
             ALERTMANAGER_IMAGE=MONITORING_IMAGES["alertmanager"],
-            ALERTMANAGER_VERSION=ALERTMANAGER_VERSION,
+            ALERTMANAGER_VERSION=versions.ALERTMANAGER,
             WEBHOOK_IMAGE=SPIRE_IMAGE,  # SPIRE's image has the base's Python
             NODE_IP=NODE_IP,
             WEBHOOK_PORT=WEBHOOK_PORT,

@@ -26,10 +26,14 @@ from pathlib import Path
 from typing import TypeVar
 
 from harness.paths import ROOT
+from harness.versions import SPIRE as SPIRE_VERSION
+from harness.versions import spire_binary_version
 
 T = TypeVar("T")
-SPIRE_VERSION = "v1.13.3"
 TRUST_DOMAIN = "example.org"
+UNIX_ATTESTOR = """  WorkloadAttestor "unix" {
+    plugin_data {}
+  }"""
 
 SCRIPTS = ROOT / "scripts"
 
@@ -38,24 +42,29 @@ class SpireUnavailable(RuntimeError):
     """SPIRE binaries can't be found or built; the message is one line saying how to provide them."""
 
 
-def find_spire_bin_dir() -> Path:
-    """SPIRE_BIN_DIR, then PATH, then the build cache (building it if Go is here)."""
+def find_spire_bin_dir(version: str = SPIRE_VERSION) -> Path:
+    """SPIRE_BIN_DIR if set, else the build cache's `version` (building it if Go is here).
+
+    Not PATH: a SPIRE installed there is whatever release it is, and the tests must run the
+    pinned one (versions.env) unless told otherwise.
+    """
     named = os.environ.get("SPIRE_BIN_DIR")
     if named:
         for candidate in (Path(named), Path(named) / "bin"):
             if (candidate / "spire-server").is_file() and (candidate / "spire-agent").is_file():
                 return candidate
         raise SpireUnavailable(f"SPIRE_BIN_DIR={named} holds no spire-server and spire-agent")
-    server, agent = shutil.which("spire-server"), shutil.which("spire-agent")
-    if server and agent and Path(server).parent == Path(agent).parent:
-        return Path(server).parent
     built = subprocess.run(
-        [str(SCRIPTS / "build-spire")], stdout=subprocess.PIPE, stderr=sys.stderr, text=True, check=False
+        [str(SCRIPTS / "build-spire"), version],
+        stdout=subprocess.PIPE,
+        stderr=sys.stderr,
+        text=True,
+        check=False,
     )
     if built.returncode != 0:
         raise SpireUnavailable(
             "SPIRE not available: set SPIRE_BIN_DIR to an unpacked SPIRE "
-            f"{SPIRE_VERSION} release, or install a Go toolchain and gcc so scripts/build-spire can build it"
+            f"{version} release, or install a Go toolchain and gcc so scripts/build-spire can build it"
         )
     return Path(built.stdout.strip().splitlines()[-1])
 
@@ -81,10 +90,19 @@ class LocalSpire:
     """Starts, controls and tears down a SPIRE server and agent in a temporary directory."""
 
     def __init__(
-        self, bin_dir: Path | None = None, workdir: Path | None = None, agent_log_level: str = "INFO"
+        self,
+        bin_dir: Path | None = None,
+        workdir: Path | None = None,
+        agent_log_level: str = "INFO",
+        agent_extra: str = "",
+        agent_plugins: str = "",
     ) -> None:
         self.bin_dir = bin_dir or find_spire_bin_dir()
+        self.version = spire_binary_version(self.bin_dir)
         self.agent_log_level = agent_log_level
+        self.agent_extra = agent_extra  # HCL added inside the agent block, e.g. an experimental one
+        self.agent_plugins = agent_plugins  # HCL added inside its plugins block, e.g. another attestor
+        self.workload_attestors = UNIX_ATTESTOR
         self._own_workdir = workdir is None
         self.dir = workdir or Path(tempfile.mkdtemp(prefix="spire-"))
         self.trust_domain = TRUST_DOMAIN
@@ -149,6 +167,7 @@ telemetry {{
   socket_path = "{self.agent_socket}"
   trust_bundle_path = "{d}/agent/bundle.pem"
   trust_domain = "{TRUST_DOMAIN}"
+{self.agent_extra}
 }}
 plugins {{
   NodeAttestor "join_token" {{
@@ -159,9 +178,8 @@ plugins {{
       directory = "{d}/agent/data"
     }}
   }}
-  WorkloadAttestor "unix" {{
-    plugin_data {{}}
-  }}
+{self.workload_attestors}
+{self.agent_plugins}
 }}
 health_checks {{
   listener_enabled = true
@@ -246,6 +264,13 @@ telemetry {{
         """Kill and start again; the disk key manager keeps its node SVID, so no new join token."""
         self.kill_agent()
         self.start_agent()
+
+    def replace_workload_attestors(self, hcl: str) -> None:
+        """Restart the agent with these workload attestors instead of `unix` (its node SVID is
+        kept); the entries, whose selectors are unix ones, then match nothing."""
+        self.workload_attestors = hcl
+        self._write_configs()
+        self.restart_agent()
 
     def pause_agent(self) -> None:
         assert self.agent
@@ -404,7 +429,7 @@ def main() -> int:
         print(f"error: {e}", file=sys.stderr)
         return 3
     with spire:
-        print(f"SPIRE {SPIRE_VERSION} running in {spire.dir}", flush=True)
+        print(f"SPIRE {spire.version} running in {spire.dir}", flush=True)
         print(f"  agent socket:  unix://{spire.agent_socket}", flush=True)
         print(f"  agent health:  http://127.0.0.1:{spire.health_port}/ready", flush=True)
         print(f"  SVID for uid {os.getuid()}: {spire.workload_id}", flush=True)

@@ -11,11 +11,12 @@ _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604
 
 
 def parse(text: str) -> Samples:
-    """Every sample of a /metrics page, by name and sorted labels."""
+    """Every sample of a /metrics page, by name and sorted labels. A label with an empty value
+    is dropped, as Prometheus drops it: `reason=""` and no reason are the same series."""
     samples: Samples = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
-            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+            samples[(s.name, tuple(sorted((k, v) for k, v in s.labels.items() if v)))] = s.value
     return samples
 
 

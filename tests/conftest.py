@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import pytest
 import yaml
 
+from harness import versions
 from harness.local_spire import LocalSpire, SpireUnavailable
 from harness.paths import CHART
 from harness.paths import ROOT as ROOT  # the tests import it from here
@@ -62,6 +63,18 @@ def metric_source(metric: str) -> str:
     return "exporter"
 
 
+def spire_names_read() -> set[str]:
+    """Every name of SPIRE's own telemetry that a shipped rule or dashboard reads."""
+    shipped_text = (ROOT / "alerts" / "spire-health-exporter.rules.yml").read_text() + "".join(
+        (ROOT / "dashboards" / n).read_text() for n in ("spire-health-fleet.json", "spire-health-node.json")
+    )
+    return {
+        m
+        for m in re.findall(r"\bspire_(?:agent|server)_\w+", shipped_text)
+        if metric_source(m) != "exporter" and not m.endswith("_")
+    }
+
+
 def fill(expr: str, node: str) -> str:
     return (
         expr.replace("$cluster", ".*").replace("$job", "spire-health-exporter").replace("$node", node)
@@ -94,8 +107,8 @@ def cli(
     )
 
 
-# The Kubernetes version the offline schemas and `helm template` are given.
-K8S_VERSION = "1.31.0"
+# The Kubernetes version the offline schemas and `helm template` are given (versions.env).
+K8S_VERSION = versions.version("CHART_KUBE_VERSION").removeprefix("v")
 
 
 def helm() -> str:
@@ -177,10 +190,10 @@ def record_logs() -> Iterator[None]:
     root.setLevel(level)
 
 
-@pytest.fixture(scope="session")
-def spire() -> Iterator[LocalSpire]:
+def started_spire(**options: str) -> LocalSpire:
+    """A started LocalSpire with these options; a missing SPIRE skips, or fails in CI."""
     try:
-        local = LocalSpire()
+        local = LocalSpire(**options)
     except SpireUnavailable as e:
         require(str(e))
     try:
@@ -188,6 +201,12 @@ def spire() -> Iterator[LocalSpire]:
     except Exception:
         local.stop()
         raise
+    return local
+
+
+@pytest.fixture(scope="session")
+def spire() -> Iterator[LocalSpire]:
+    local = started_spire()
     yield local
     local.stop()
 

@@ -1,5 +1,5 @@
 """The seed's third cause against the real agent: clients that open a source per request, and
-sources that leak. Real SPIRE v1.13.3 (telemetry on, debug logs), the exporter, a real
+sources that leak. Real SPIRE (telemetry on, debug logs), the exporter, a real
 Prometheus scraping both with the shipped rules (only `for:` shortened), and the clients of
 harness/workload_clients.py run as separate processes, one after another:
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 import yaml
-from conftest import ROOT, fill, metric_source, require
+from conftest import ROOT, fill, metric_source, require, spire_names_read
 from running import RunningExporter, fast_config
 
 from harness.local_spire import wait_until
@@ -187,14 +187,7 @@ def test_dashboards_rules_and_alert_delivery(stack) -> None:
 
     # Every name of SPIRE's own telemetry that a rule or dashboard uses is one the real agent or
     # server emits, under the job the rules select.
-    shipped_text = (ROOT / "alerts" / "spire-health-exporter.rules.yml").read_text() + "".join(
-        (ROOT / "dashboards" / n).read_text() for n in ("spire-health-fleet.json", "spire-health-node.json")
-    )
-    spire_names = {
-        m
-        for m in re.findall(r"\bspire_(?:agent|server)_\w+", shipped_text)
-        if metric_source(m) != "exporter" and not m.endswith("_")
-    }
+    spire_names = spire_names_read()
     assert {metric_source(m) for m in spire_names} == {"agent", "server"}
     for metric in sorted(spire_names):
         job = "spire-" + metric_source(metric)

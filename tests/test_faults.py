@@ -66,14 +66,15 @@ def test_each_status_code_is_counted_under_its_own_name(fake_agent, fake_client,
     for rpc in METHOD_OF:
         # One method fails at a time, so validate_jwt_svid gets its token and meets the code itself.
         fake_agent.reset()
-        fake_agent.set(METHOD_OF[rpc], code=code, details="rate limit exceeded")
+        fake_agent.set(METHOD_OF[rpc], code=code, details="injected")
         result = run(fake_client, rpc)
         state.record(result)
         assert result.code == code.name, (rpc, result.message)
     snap = state.snapshot()
     for rpc in METHOD_OF:
-        assert snap[rpc].counts[code.name] == 1
-        assert snap[rpc].counts["OK"] == 0
+        failed = {outcome: n for outcome, n in snap[rpc].counts.items() if n}
+        # Only UNAVAILABLE carries a reason; a message SPIRE never sends is "other".
+        assert failed == {(code.name, "other" if code.name == "UNAVAILABLE" else ""): 1}
         assert snap[rpc].observations == 0  # failures stay out of the latency histogram
 
 
@@ -171,7 +172,7 @@ def test_every_malformed_answer_counts_as_invalid_response(fake_agent, fake_clie
         state.record(result)
         assert result.code == "INVALID_RESPONSE", f"{name}: got {result.code} ({result.message})"
         assert result.message, name
-    total = sum(s.counts["INVALID_RESPONSE"] for s in state.snapshot().values())
+    total = sum(s.counts[("INVALID_RESPONSE", "")] for s in state.snapshot().values())
     assert total == len(cases)
 
 
@@ -228,7 +229,50 @@ def test_missing_socket_is_unavailable(tmp_path) -> None:
     with WorkloadClient(f"unix://{tmp_path}/absent.sock") as client:
         result = run(client, "fetch_x509_svid", timeout=1.0)
     assert result.code == "UNAVAILABLE"
+    assert result.reason == "agent_unreachable", result.message
     assert result.duration < 1.0
+
+
+def test_socket_nobody_listens_on_is_agent_unreachable(tmp_path) -> None:
+    import socket
+
+    from exporter.client import WorkloadClient
+
+    path = tmp_path / "dead.sock"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(path))
+    listener.close()  # the file stays, as after an agent crash; connecting is refused
+    with WorkloadClient(f"unix://{path}") as client:
+        result = run(client, "fetch_x509_svid", timeout=1.0)
+    assert (result.code, result.reason) == ("UNAVAILABLE", "agent_unreachable"), result.message
+
+
+# SPIRE's own UNAVAILABLE answers (pkg/agent/endpoints, v1.15.3), each with its bounded reason.
+SPIRE_UNAVAILABLE = [
+    ("workload attestation failed", "workload_attestation_failed"),
+    ("rate limit exceeded for /SpiffeWorkloadAPI/FetchJWTSVID", "rate_limited"),
+    (
+        "could not fetch JWT-SVID: rpc error: code = Unavailable desc = connection refused",
+        "jwt_svid_unavailable",
+    ),
+    ("could not serialize response: proto: oops", "other"),
+]
+
+
+@pytest.mark.parametrize(("details", "expected"), SPIRE_UNAVAILABLE, ids=[r for _, r in SPIRE_UNAVAILABLE])
+def test_unavailable_answers_carry_the_agents_reason(fake_agent, fake_client, details, expected) -> None:
+    for rpc in METHOD_OF:
+        fake_agent.reset()
+        # validate_jwt_svid's token fetch fails, as on a real agent, whose limits and
+        # attestation apply to FetchJWTSVID, not to ValidateJWTSVID.
+        method = "FetchJWTSVID" if rpc == "validate_jwt_svid" else METHOD_OF[rpc]
+        fake_agent.set(method, code=grpc.StatusCode.UNAVAILABLE, details=details)
+        result = run(fake_client, rpc)
+        code = "NO_TOKEN" if rpc == "validate_jwt_svid" else "UNAVAILABLE"
+        assert (result.code, result.reason) == (code, expected), (rpc, result.message)
+    state = ProbeStore()
+    state.record(result)
+    assert state.snapshot()["validate_jwt_svid"].counts[("NO_TOKEN", expected)] == 1
 
 
 def test_ca_expiry_and_count_come_from_the_bundle(fake_agent, fake_client) -> None:

@@ -167,3 +167,30 @@ def test_the_version_has_one_source() -> None:
         (Path(__file__).parent.parent / "deploy/helm/spire-health-exporter/Chart.yaml").read_text()
     )
     assert chart["appVersion"] == __version__
+
+
+def test_docs_compatibility_is_what_the_committed_records_make() -> None:
+    from harness import compatibility
+
+    assert (ROOT / "docs" / "compatibility.md").read_text() == compatibility.render(
+        compatibility.records()
+    ), "run python -m harness.compatibility"
+
+
+def test_every_pinned_version_comes_from_versions_env() -> None:
+    """No script or harness module names a pinned release of its own: they all read versions.env."""
+    from harness import versions
+
+    pinned = {key: versions.version(key) for key in ("SPIRE_VERSION", "KUBERNETES_VERSION", "HELM_VERSION",
+              "PROMETHEUS_OPERATOR_VERSION", "PROMETHEUS_VERSION", "ALERTMANAGER_VERSION")}  # fmt: skip
+    sources = [*sorted((ROOT / "scripts").iterdir()), *sorted((ROOT / "harness").glob("*.py")),
+               *sorted((ROOT / "harness" / "k8s").iterdir()), ROOT / "tests" / "conftest.py"]  # fmt: skip
+    for path in sources:
+        if not path.is_file() or path.name == "versions":
+            continue
+        text = path.read_text()
+        for key, value in pinned.items():
+            bare = value.removeprefix("v")
+            assert not re.search(rf"(?<![\d.]){re.escape(bare)}(?![\d])", text), (
+                f"{path.relative_to(ROOT)} names {key} {value} itself; read it from versions.env"
+            )

@@ -32,8 +32,8 @@ from harness.local_cluster import (
     NODE,
     NODE_ALIAS,
     TRUST_DOMAIN,
-    WEBHOOK_URL,
     Cluster,
+    shipped_alertmanager_config,
 )
 from harness.local_spire import wait_until
 from harness.paths import CHART
@@ -61,20 +61,10 @@ VALUES = {
 SHORT_LIVED_ID = f"spiffe://{TRUST_DOMAIN}/short-lived"
 
 
-def alertmanager_config() -> str:
-    """The shipped example, its receivers pointed at the webhook pod."""
-    config = yaml.safe_load((ROOT / "alerts" / "alertmanager.example.yml").read_text())
-    config["route"].update(group_wait=f"{GROUP_WAIT}s", group_interval="1s")
-    for receiver in config["receivers"]:
-        for hook in receiver.get("webhook_configs", []):
-            hook["url"] = f"{WEBHOOK_URL}/{receiver['name']}"
-    return yaml.safe_dump(config)
-
-
 @pytest.fixture(scope="module")
 def operator(cluster: Cluster) -> Iterator[Cluster]:
     started = time.monotonic()
-    cluster.monitoring(alertmanager_config(), f"{SCRAPE}s")
+    cluster.monitoring(shipped_alertmanager_config(GROUP_WAIT), f"{SCRAPE}s")
     print(f"\noperator, Prometheus and Alertmanager ready in {time.monotonic() - started:.0f} s")
     values = cluster.dir / "values.yaml"
     values.write_text(yaml.safe_dump(VALUES))

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 from exporter.probes import registered
 from exporter.store.probes import ProbeStore
@@ -25,7 +26,9 @@ class ProbeCollector(Collector):
         )
         total = CounterMetricFamily(
             "spire_health_probes",
-            "Probes run, by result code (gRPC code name, OK, or a malformed-answer code).",
+            "Probes run, by result code (gRPC code name, OK, or a malformed-answer code) and, for "
+            "UNAVAILABLE, the reason: agent_unreachable, workload_attestation_failed, rate_limited, "
+            "jwt_svid_unavailable or other.",
             labels=["rpc", "code"],
         )
         success = GaugeMetricFamily(
@@ -64,8 +67,11 @@ class ProbeCollector(Collector):
                 buckets.append((repr(float(bound)), cumulative))
             buckets.append(("+Inf", stats.observations))
             duration.add_metric([rpc], buckets, stats.duration_sum)
-            for code, count in sorted(stats.counts.items()):
-                total.add_metric([rpc, code], count)
+            for (code, reason), count in sorted(stats.counts.items()):
+                # The reason label only where there is one: an empty label is no label to
+                # Prometheus, so it would only lengthen every other line.
+                labels = {"rpc": rpc, "code": code, **({"reason": reason} if reason else {})}
+                total.samples.append(Sample("spire_health_probes_total", labels, count))
             if stats.last is not None:
                 success.add_metric([rpc], 1 if stats.last.ok else 0)
                 last_duration.add_metric([rpc], stats.last.duration)

@@ -16,6 +16,7 @@ from exporter.client import EmptyStreamError, WorkloadClient
 from exporter.logs import describe
 from exporter.result import EXPORTER_ERROR, OK, ProbeResult
 from exporter.settings import ProbeSettings
+from exporter.unavailable import reason
 
 T = TypeVar("T")
 S = TypeVar("S", bound=ProbeSettings)
@@ -80,7 +81,7 @@ def timed(
         answer = call()
     except grpc.RpcError as e:
         code, message = classify(e)
-        return ProbeResult(rpc, code, time.perf_counter() - start, message)
+        return ProbeResult(rpc, code, time.perf_counter() - start, message, reason=reason(code, message))
     except EmptyStreamError:
         return ProbeResult(
             rpc, INVALID_RESPONSE, time.perf_counter() - start, "stream ended before any message"

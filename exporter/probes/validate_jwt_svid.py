@@ -22,6 +22,7 @@ from exporter.probes import jwt_svid
 from exporter.probes.base import ProbeSpec, classify, stateless, timed
 from exporter.result import ProbeResult
 from exporter.settings import AudienceSettings, ProbeSettings
+from exporter.unavailable import reason
 
 NAME = "validate_jwt_svid"
 NO_TOKEN = "NO_TOKEN"
@@ -48,8 +49,9 @@ def probe(client: WorkloadClient, settings: ValidateSettings) -> ProbeResult:
     except grpc.RpcError as e:
         code, message = classify(e)
         return ProbeResult(
-            NAME, NO_TOKEN, time.perf_counter() - start, f"no token to validate: {code} {message}"
-        )
+            NAME, NO_TOKEN, time.perf_counter() - start, f"no token to validate: {code} {message}",
+            reason=reason(code, message),
+        )  # fmt: skip
     except MalformedAnswer as e:
         return ProbeResult(NAME, NO_TOKEN, time.perf_counter() - start, f"no token to validate: {e}")
     remaining = settings.timeout - (time.perf_counter() - start)

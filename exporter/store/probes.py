@@ -1,7 +1,7 @@
 """Per-probe counts, latency histogram, and latest result; the transition log lines.
 
-Bounded: one entry per registered probe, and per code, a gRPC code name or one of the probes'
-own codes.
+Bounded: one entry per registered probe, and per (code, reason): a gRPC code name or one of the
+probes' own codes, and for UNAVAILABLE one of exporter.unavailable.REASONS.
 """
 
 from __future__ import annotations
@@ -37,9 +37,12 @@ def buckets_up_to(deadline: float) -> tuple[float, ...]:
     return (*(b for b in LATENCY_BUCKETS if b < deadline), deadline)
 
 
+Outcome = tuple[str, str]  # (code, reason); reason is "" except for UNAVAILABLE answers
+
+
 @dataclass
 class RpcStats:
-    counts: dict[str, int]
+    counts: dict[Outcome, int]
     buckets: list[int]
     timeout: float | None = None
     interval: float | None = None
@@ -65,18 +68,20 @@ class ProbeStore(Store):
             stats.timeout = timeout
             stats.interval = interval
             for code in extra_codes:
-                stats.counts.setdefault(code, 0)
+                stats.counts.setdefault((code, ""), 0)
 
     def _stats(self, rpc: str) -> RpcStats:
         if rpc not in self._rpcs:
-            self._rpcs[rpc] = RpcStats(dict.fromkeys(INITIAL_CODES, 0), [0] * len(self.buckets))
+            initial = {(code, ""): 0 for code in INITIAL_CODES}
+            self._rpcs[rpc] = RpcStats(initial, [0] * len(self.buckets))
         return self._rpcs[rpc]
 
     def record(self, result: ProbeResult) -> None:
         with self._write():
             stats = self._stats(result.rpc)
             previous = stats.last
-            stats.counts[result.code] = stats.counts.get(result.code, 0) + 1
+            outcome = (result.code, result.reason)
+            stats.counts[outcome] = stats.counts.get(outcome, 0) + 1
             stats.last = result
             if result.ok:
                 stats.observations += 1
@@ -95,7 +100,7 @@ class ProbeStore(Store):
 
 
 def _log_transition(previous: ProbeResult | None, result: ProbeResult) -> None:
-    """One line per change of health or failure code, not one per probe (except at debug)."""
+    """One line per change of health, failure code or reason, not one per probe (except at debug)."""
     if log.isEnabledFor(logging.DEBUG):
         event(
             log,
@@ -105,7 +110,7 @@ def _log_transition(previous: ProbeResult | None, result: ProbeResult) -> None:
             code=result.code,
             duration_seconds=result.duration,
         )
-    if previous is not None and previous.code == result.code:
+    if previous is not None and (previous.code, previous.reason) == (result.code, result.reason):
         return
     if result.ok:
         if previous is not None:
@@ -113,5 +118,6 @@ def _log_transition(previous: ProbeResult | None, result: ProbeResult) -> None:
     else:
         event(
             log, logging.WARNING, "probe failing", rpc=result.rpc, code=result.code,
+            **({"reason": result.reason} if result.reason else {}),
             duration_seconds=round(result.duration, 4), error=result.message,
         )  # fmt: skip
