@@ -10,6 +10,7 @@ from prometheus_client.samples import Sample
 
 from exporter.probes import registered
 from exporter.store.probes import ProbeStore
+from exporter.unavailable import REASONS
 
 
 class ProbeCollector(Collector):
@@ -27,8 +28,7 @@ class ProbeCollector(Collector):
         total = CounterMetricFamily(
             "spire_health_probes",
             "Probes run, by result code (gRPC code name, OK, or a malformed-answer code) and, for "
-            "UNAVAILABLE, the reason: agent_unreachable, workload_attestation_failed, rate_limited, "
-            "jwt_svid_unavailable or other.",
+            f"UNAVAILABLE, the reason: {', '.join(REASONS)}.",
             labels=["rpc", "code"],
         )
         success = GaugeMetricFamily(
