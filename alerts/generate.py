@@ -21,7 +21,17 @@ from typing import Any
 
 import yaml
 
-from alerts.rules import ALERTS, CACHED, FAST_BURN, OWN_CAUSE, SLO_WINDOWS, SLOW_BURN, burn, error_ratio
+from alerts.rules import (
+    ALERTS,
+    CACHED,
+    FAST_BURN,
+    OWN_CAUSE,
+    OWN_REASON,
+    SLO_WINDOWS,
+    SLOW_BURN,
+    burn,
+    error_ratio,
+)
 
 HERE = Path(__file__).resolve().parent
 CHART = HERE.parent / "deploy" / "helm" / "spire-health-exporter"
@@ -71,8 +81,8 @@ def _params(c: dict[str, Any], name: str) -> dict[str, Any]:
     params["burn_fast"] = burn(FAST_BURN, str(params["objective"]))
     params["burn_slow"] = burn(SLOW_BURN, str(params["objective"]))
     counter = "spire_agent_workload_api_connection{%(agent_sel)s}" % params
-    if name in ("SpireAgentWorkloadAttestationFailing", "SpireHealthExporterRateLimited"):
-        reason = "workload_attestation_failed" if "Attestation" in name else "rate_limited"
+    if name in OWN_REASON:
+        reason = OWN_REASON[name]
         probes = 'spire_health_probes_total{%(sel)s, rpc!="health_check"%%s}[%(window)s]' % params
         params["failed"] = "sum without (code, reason) (increase(%s))" % (probes % f', reason="{reason}"')
         params["succeeded"] = "sum without (code, reason) (increase(%s))" % (probes % ', code="OK"')

@@ -12,9 +12,13 @@ from dataclasses import dataclass
 
 # The round trip measures the server path; its failures have their own meaning (see the runbook).
 CACHED = 'rpc!="fetch_jwt_svid_roundtrip"'
-# Failures with a cause of their own: the agent rate-limited the probe (its figures then say
-# nothing of the agent), or workload attestation failed (paged as itself).
-OWN_CAUSE = '"rate_limited|workload_attestation_failed"'
+# Failures with a cause of their own, each the `reason` its alert counts: the agent rate-limited
+# the probe (its figures then say nothing of the agent), or workload attestation failed.
+OWN_REASON = {
+    "SpireHealthExporterRateLimited": "rate_limited",
+    "SpireAgentWorkloadAttestationFailing": "workload_attestation_failed",
+}
+OWN_CAUSE = '"%s"' % "|".join(OWN_REASON.values())
 # The SLO's windows, the SRE workbook's multiwindow multi-burn-rate pairs: (long, short, burn).
 FAST_BURN = (("1h", "5m", 14.4), ("6h", "30m", 6))
 SLOW_BURN = (("1d", "2h", 3), ("3d", "6h", 1))

@@ -95,13 +95,11 @@ class LocalSpire:
         workdir: Path | None = None,
         agent_log_level: str = "INFO",
         agent_extra: str = "",
-        agent_plugins: str = "",
     ) -> None:
         self.bin_dir = bin_dir or find_spire_bin_dir()
         self.version = spire_binary_version(self.bin_dir)
         self.agent_log_level = agent_log_level
         self.agent_extra = agent_extra  # HCL added inside the agent block, e.g. an experimental one
-        self.agent_plugins = agent_plugins  # HCL added inside its plugins block, e.g. another attestor
         self.workload_attestors = UNIX_ATTESTOR
         self._own_workdir = workdir is None
         self.dir = workdir or Path(tempfile.mkdtemp(prefix="spire-"))
@@ -179,7 +177,6 @@ plugins {{
     }}
   }}
 {self.workload_attestors}
-{self.agent_plugins}
 }}
 health_checks {{
   listener_enabled = true

@@ -169,14 +169,6 @@ def test_the_version_has_one_source() -> None:
     assert chart["appVersion"] == __version__
 
 
-def test_docs_compatibility_is_what_the_committed_records_make() -> None:
-    from harness import compatibility
-
-    assert (ROOT / "docs" / "compatibility.md").read_text() == compatibility.render(
-        compatibility.records()
-    ), "run python -m harness.compatibility"
-
-
 def test_every_pinned_version_comes_from_versions_env() -> None:
     """No script or harness module names a pinned release of its own: they all read versions.env."""
     from harness import versions

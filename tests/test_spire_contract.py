@@ -32,10 +32,7 @@ from harness.versions import spire_binary_version
 
 SEEN: Record = {}
 RATE_LIMIT_COUNTER = "spire_agent_workload_api_rate_limit_exceeded"
-
-
-def _outcome(result) -> str:
-    return result.outcome
+EVERY_RPC = [*WORKLOAD_RPCS, "health_check"]
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +44,7 @@ def release() -> Iterator[LocalSpire]:
 
 def test_every_rpc_with_an_entry_answers_ok(release: LocalSpire) -> None:
     with WorkloadClient(f"unix://{release.agent_socket}") as client:
-        outcomes = {rpc: _outcome(run(client, rpc, timeout=5.0)) for rpc in [*WORKLOAD_RPCS, "health_check"]}
+        outcomes = {rpc: run(client, rpc, timeout=5.0).outcome for rpc in EVERY_RPC}
     SEEN["every RPC, with an entry"] = _summary(outcomes)
     assert set(outcomes.values()) == {"OK"}, outcomes
 
@@ -62,9 +59,7 @@ def test_no_entry_is_permission_denied(release: LocalSpire) -> None:
                 if not run(client, "fetch_x509_svid", timeout=2.0).ok:
                     break
                 time.sleep(0.5)
-            outcomes = {
-                rpc: _outcome(run(client, rpc, timeout=5.0)) for rpc in [*WORKLOAD_RPCS, "health_check"]
-            }
+            outcomes = {rpc: run(client, rpc, timeout=5.0).outcome for rpc in EVERY_RPC}
     finally:
         release.entry_id = release.create_entry()
         release.wait_for_svid()
@@ -110,7 +105,7 @@ def test_agent_gone_is_unavailable_agent_unreachable(release: LocalSpire) -> Non
             result = run(client, "fetch_x509_svid", timeout=2.0)
     finally:
         release.start_agent()
-    SEEN["agent process gone (socket left behind)"] = _outcome(result)
+    SEEN["agent process gone (socket left behind)"] = result.outcome
     assert (result.code, result.reason) == ("UNAVAILABLE", "agent_unreachable"), result.message
 
 
@@ -180,7 +175,7 @@ def test_rate_limit_is_unavailable_rate_limited(limited: LocalSpire | None) -> N
         return  # recorded by the fixture; the table says which releases refuse it
     with WorkloadClient(f"unix://{limited.agent_socket}") as client:
         results = [run(client, "fetch_jwt_svid", timeout=5.0) for _ in range(3)]
-    outcomes = sorted({_outcome(r) for r in results})
+    outcomes = sorted({r.outcome for r in results})
     SEEN["over experimental.ratelimit"] = ", ".join(outcomes)
     counted = RATE_LIMIT_COUNTER in _names(limited.telemetry_port)
     SEEN[f"emits {RATE_LIMIT_COUNTER} (after a rejection)"] = "yes" if counted else "no"
