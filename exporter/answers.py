@@ -77,7 +77,7 @@ def load_certificates(blob: bytes) -> list[x509.Certificate]:
     for der in split_der(blob):
         try:
             certs.append(x509.load_der_x509_certificate(der))
-        except ValueError as e:
+        except (ValueError, x509.InvalidVersion) as e:
             raise MalformedAnswer(f"unparseable certificate: {e}") from None
     if not certs:
         raise MalformedAnswer("no certificates")
@@ -107,7 +107,8 @@ def x509_svids(answer: workload_pb2.X509SVIDResponse, now: float) -> list[SvidIn
             raise MalformedAnswer(f"SVID {svid.spiffe_id} comes without its private key")
         try:
             infos.append(_x509_svid(svid, now))
-        except ValueError as e:  # cryptography parses extensions lazily, on first access
+        # cryptography parses extensions lazily, on first access.
+        except (ValueError, x509.DuplicateExtension) as e:
             raise MalformedAnswer(
                 f"SVID {svid.spiffe_id} has an unparseable certificate field: {e}"
             ) from None

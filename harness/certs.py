@@ -86,21 +86,71 @@ def jwks(n_keys: int = 1) -> bytes:
     ).encode()
 
 
-def malformed_san_leaf(ca: TestCA) -> bytes:
-    """A leaf whose SAN extension does not parse: cryptography raises ValueError on reading it."""
-    key = ec.generate_private_key(ec.SECP256R1())
+def _hour_leaf(ca: TestCA) -> x509.CertificateBuilder:
+    """A nameless leaf under `ca`, valid for the coming hour, before its extensions."""
     now = dt.datetime.now(dt.UTC)
-    cert = (
+    return (
         x509.CertificateBuilder()
         .subject_name(x509.Name([]))
         .issuer_name(ca.cert.subject)
-        .public_key(key.public_key())
+        .public_key(ec.generate_private_key(ec.SECP256R1()).public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=1))
         .not_valid_after(now + dt.timedelta(hours=1))
+    )
+
+
+def malformed_san_leaf(ca: TestCA) -> bytes:
+    """A leaf whose SAN extension does not parse: cryptography raises ValueError on reading it."""
+    cert = (
+        _hour_leaf(ca)
         .add_extension(
             x509.UnrecognizedExtension(ExtensionOID.SUBJECT_ALTERNATIVE_NAME, b"\x30\x03\x86\x01"), False
         )
         .sign(ca.key, hashes.SHA256())
     )
     return cert.public_bytes(serialization.Encoding.DER)
+
+
+# Two private-use extension OIDs of the same encoded length, so one can be overwritten by the other.
+_EXT_A = x509.ObjectIdentifier("1.3.6.1.4.1.99999.1")
+_EXT_B = x509.ObjectIdentifier("1.3.6.1.4.1.99999.2")
+
+
+def broken_leaf(ca: TestCA, how: str) -> bytes:
+    """A leaf that cryptography refuses with an exception other than ValueError.
+
+    "version": the version field says 20, so loading raises InvalidVersion.
+    "duplicate extension": one extension appears twice, so reading extensions raises
+    DuplicateExtension. Both were found in fuzzed answers; the signature no longer matches,
+    which no probe checks.
+    """
+    cert = (
+        _hour_leaf(ca)
+        .add_extension(x509.UnrecognizedExtension(_EXT_A, b"\x05\x00"), False)
+        .add_extension(x509.UnrecognizedExtension(_EXT_B, b"\x05\x00"), False)
+        .sign(ca.key, hashes.SHA256())
+    )
+    der = cert.public_bytes(serialization.Encoding.DER)
+    if how == "version":
+        v3 = b"\xa0\x03\x02\x01\x02"  # [0] EXPLICIT INTEGER 2, the tbsCertificate's first field
+        assert der.count(v3) == 1
+        return der.replace(v3, b"\xa0\x03\x02\x01\x14")
+    if how == "duplicate extension":
+        a, b = _oid_der(_EXT_A), _oid_der(_EXT_B)
+        assert der.count(b) == 1
+        return der.replace(b, a)
+    raise ValueError(f"unknown breakage {how!r}")
+
+
+def _oid_der(oid: x509.ObjectIdentifier) -> bytes:
+    """The DER of an OBJECT IDENTIFIER, as it appears inside the certificate."""
+    first, second, *rest = (int(p) for p in oid.dotted_string.split("."))
+    body = bytearray([40 * first + second])
+    for arc in rest:
+        chunk = [arc & 0x7F]
+        while arc > 0x7F:
+            arc >>= 7
+            chunk.append(0x80 | (arc & 0x7F))
+        body += bytes(reversed(chunk))
+    return bytes([0x06, len(body)]) + bytes(body)

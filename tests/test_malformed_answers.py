@@ -7,13 +7,31 @@ import pytest
 from conftest import run
 
 from exporter._proto import workload_pb2
-from harness.certs import malformed_san_leaf
+from harness.certs import broken_leaf, malformed_san_leaf
 from harness.fake_agent import jwt_answer, svid_answer
 
 
 def test_malformed_san_is_invalid_response(fake_agent, fake_client) -> None:
     fake_agent.set("FetchX509SVID", answer=svid_answer(fake_agent, cert=malformed_san_leaf(fake_agent.ca)))
     result = run(fake_client, "fetch_x509_svid")
+    assert result.code == "INVALID_RESPONSE", result.message
+
+
+@pytest.mark.parametrize("how", ["version", "duplicate extension"])
+def test_a_leaf_cryptography_refuses_is_invalid_response(fake_agent, fake_client, how) -> None:
+    # Found by fuzzing answers: cryptography raises these as neither ValueError nor a subclass.
+    fake_agent.set("FetchX509SVID", answer=svid_answer(fake_agent, cert=broken_leaf(fake_agent.ca, how)))
+    result = run(fake_client, "fetch_x509_svid")
+    assert result.code == "INVALID_RESPONSE", result.message
+
+
+def test_a_bundle_ca_of_an_unknown_version_is_invalid_response(fake_agent, fake_client) -> None:
+    broken = broken_leaf(fake_agent.ca, "version")
+    fake_agent.set(
+        "FetchX509Bundles",
+        answer=lambda _req: workload_pb2.X509BundlesResponse(bundles={"spiffe://fake.test": broken}),
+    )
+    result = run(fake_client, "fetch_x509_bundles")
     assert result.code == "INVALID_RESPONSE", result.message
 
 
