@@ -2,8 +2,15 @@
 
 Placeholders are %(key)s: sel, agent_sel, server_sel, ksm_sel, agent_pod_sel,
 agent_container_sel, node (the Alertmanager template naming the node), node_label, cached,
-objective, and each alert's own keys in config.yml. alerts/generate.py fills them, either with
-the values (the plain rule files) or with the chart's value expressions (its PrometheusRule).
+objective, each alert's own keys in config.yml, and the shared fragments that alerts/generate.py
+builds (the recorded series, and each page's condition, which the alerts it explains leave out).
+alerts/generate.py fills them, either with the values (the plain rule files) or with the chart's
+value expressions (its PrometheusRule).
+
+The model, for a fleet of thousands of nodes: a node's own trouble is a warning about that node.
+A cause that many nodes share pages once, from a cluster's share of nodes or from the trust
+domain, and the node alerts it explains stay silent (`unless on (cluster)`), so that any
+Alertmanager configuration gets one page, not one per node.
 """
 
 from __future__ import annotations
@@ -12,108 +19,95 @@ from dataclasses import dataclass
 
 # The round trip measures the server path; its failures have their own meaning (see the runbook).
 CACHED = 'rpc!="fetch_jwt_svid_roundtrip"'
+ROUND_TRIP = 'rpc="fetch_jwt_svid_roundtrip"'
 # Failures with a cause of their own, each the `reason` its alert counts: the agent rate-limited
 # the probe (its figures then say nothing of the agent), or workload attestation failed.
 OWN_REASON = {
     "SpireHealthExporterRateLimited": "rate_limited",
     "SpireAgentWorkloadAttestationFailing": "workload_attestation_failed",
 }
-OWN_CAUSE = '"%s"' % "|".join(OWN_REASON.values())
+# Not errors of the agent: no registration entry for the exporter (PERMISSION_DENIED, and then
+# NO_TOKEN for validation, which had no token to validate), or its own rate-limit bucket.
+NOT_AN_ERROR = 'code!~"PERMISSION_DENIED|NO_TOKEN", reason!="rate_limited"'
 # The SLO's windows, the SRE workbook's multiwindow multi-burn-rate pairs: (long, short, burn).
 FAST_BURN = (("1h", "5m", 14.4), ("6h", "30m", 6))
 SLOW_BURN = (("1d", "2h", 3), ("3d", "6h", 1))
 SLO_WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
+# SPIRE's CA schedule (pkg/server/ca/manager, v1.10 to v1.15): the next CA is prepared and
+# published in the bundle when min(lifetime / 2, 30 d) is left, and activated when
+# min(lifetime / 6, 7 d) is left.
+PREPARE_CAP_SECONDS = 30 * 86400
+ACTIVATE_CAP_SECONDS = 7 * 86400
 # Names the cluster where series carry a cluster label (a Thanos or Mimir ruler, or relabeling).
 CLUSTER = '{{ with $labels.cluster }}cluster "{{ . }}"{{ else }}this cluster{{ end }}'
 EXPIRY = "{{ if gt $value 0.0 }}expires in {{ $value | humanizeDuration }}{{ else }}has expired{{ end }}"
+SHARE = "{{ $value | humanizePercentage }} of the nodes in " + CLUSTER
 
 
 @dataclass(frozen=True)
 class Alert:
     name: str
-    severity: str
-    # node: one alert per node, named in the description. cluster: a cause shared by the whole
-    # cluster (the server, the SLO); Alertmanager groups these by cluster, one notification each.
-    scope: str
     expr: str
     summary: str
     description: str  # a Go template for Alertmanager, plus the placeholders
 
 
 ALERTS = [
+    # -- pages: one per cluster or trust domain ------------------------------------------------
     Alert(
-        "SpireAgentWorkloadAPIProbeFailing",
-        "critical",
-        "node",
-        # From the counters, not the latest result: attempts made and none OK in the window, so
-        # one lucky or unlucky probe neither hides nor fakes an outage. health_check is the
-        # agent's liveness (SpireAgentNotServing's); a missing entry is NoRegistrationEntry's.
-        "(%(attempts)s > 0) unless (%(attempts_ok)s > 0) unless on (job, instance) (%(denied)s > 0)",
-        "SPIRE agent Workload API probe failing",
-        'The {{ $labels.rpc }} probe on node %(node)s made {{ printf "%%.0f" $value }} attempts in the last '
-        "%(window)s and none succeeded: workloads there cannot get this identity call answered.",
+        "SpireAgentsFailing",
+        "%(failing_share)s",
+        "Workload API failing on many nodes",
+        SHARE + " have a Workload API call that every probe in the last %(failing_window)s failed "
+        "(at least %(min_nodes)s nodes): a shared cause, such as an agent release, a node image, the "
+        "kubelet the attestors ask, or the trust bundle. The per-node alerts are held back while this fires.",
     ),
     Alert(
-        "SpireAgentWorkloadAttestationFailing",
-        "critical",
-        "node",
-        # SPIRE v1.15.2+ answers UNAVAILABLE "workload attestation failed" when every workload
-        # attestor fails (a kubelet it cannot reach, say): nothing on the node gets an identity,
-        # yet the agent is up, so the runbook differs from ProbeFailing's.
-        "%(failed)s > 0 unless %(succeeded)s > 0",
-        "SPIRE agent workload attestation failing",
-        'The SPIRE agent on node %(node)s answered the {{ $labels.rpc }} probe "workload attestation failed" '
-        "{{ $value | humanize }} times in the last %(window)s and never succeeded: every workload attestor "
-        "fails, so no workload there gets an identity.",
+        "SpireSVIDsNotRotated",
+        "%(not_rotated_share)s unless on (cluster) (%(server_path_share)s) unless on (cluster) (%(not_syncing_share)s)",
+        "X.509-SVIDs not rotated across the cluster",
+        SHARE + " hold an X.509-SVID with less than %(remaining_fraction)s of its lifetime left (at "
+        "least %(min_nodes)s nodes): agents cannot renew, so the SPIRE server or the path to it is the "
+        "cause. Served SVIDs expire when their lifetime runs out.",
     ),
     Alert(
-        "SpireHealthExporterRateLimited",
-        "warning",
-        "node",
-        # The agent's experimental.ratelimit keys on the caller's selectors: the exporter's own
-        # bucket, not the agent's health. Its other figures hold; this one is the exporter's.
-        "%(failed)s > 0",
-        "The SPIRE agent rate-limits the exporter",
-        "The SPIRE agent on node %(node)s rejected {{ $value | humanize }} {{ $labels.rpc }} probes in the last "
-        '%(window)s with "rate limit exceeded" (experimental.ratelimit): the exporter\'s selector set is over '
-        "its limit, so this probe no longer measures the agent. Raise the limit or the probe interval.",
+        "SpireServerPathFailing",
+        "%(server_path_share)s unless on (cluster) (%(not_syncing_share)s)",
+        "SPIRE server path failing for many nodes",
+        SHARE + " running the round-trip probe could not get a new JWT-SVID signed by the SPIRE server in "
+        "the last %(round_trip_window)s (at least %(min_nodes)s nodes): the server, its datastore or the "
+        "network to it. Cached SVIDs still work until they need renewal.",
     ),
     Alert(
-        "SpireAgentWorkloadAPIDeadlineExceeded",
-        "critical",
-        "node",
-        # A share of the attempts, so that it means the same at any probe interval.
-        "sum without (rpc, code, reason) (increase("
-        'spire_health_probes_total{%(sel)s, code="DEADLINE_EXCEEDED", %(cached)s}[%(window)s]'
-        ")) / sum without (rpc, code, reason) (increase(spire_health_probes_total{%(sel)s, %(cached)s}[%(window)s])) "
-        "> %(ratio)s",
-        "Workload API calls hit their deadline",
-        "{{ $value | humanizePercentage }} of Workload API probes on node %(node)s ran into their deadline "
-        "in the last %(window)s (context deadline exceeded).",
+        "SpireAgentsNotSyncing",
+        "%(not_syncing_share)s",
+        "SPIRE agents cannot sync with the server",
+        SHARE + " failed every sync with the SPIRE server in the last %(sync_window)s (at least "
+        "%(min_nodes)s nodes, from the agents' own telemetry): they serve cached SVIDs until those "
+        "expire, and new workloads and rotations get nothing.",
     ),
     Alert(
-        "SpireAgentWorkloadAPIErrorRatioHigh",
-        "warning",
-        "node",
-        # Intermittent only: a ratio of 1 is an outage, which SpireAgentWorkloadAPIProbeFailing pages.
-        "spire:workload_api_probe_errors:ratio_rate%(window)s{%(sel)s} > %(threshold)s < 1",
-        "Workload API probes failing intermittently",
-        "{{ $value | humanizePercentage }} of Workload API probes on node %(node)s failed over the last %(window)s.",
+        "SpireTrustBundleCAExpiringSoon",
+        # The newest CA against SPIRE's own schedule: its successor is published when
+        # min(lifetime / 2, 30 d) is left, so less than that (times the share) means it is overdue.
+        "%(bundle_rotation)s < %(share)s unless on (cluster) (%(server_ca_overdue)s)",
+        "Trust bundle CA has no successor on time",
+        "The newest CA in the {{ $labels.trust_domain }} bundle, as nodes of " + CLUSTER + " see it, has "
+        "{{ $value | humanizePercentage }} of the time left at which SPIRE publishes its successor "
+        "(half its lifetime, at most 30 days): CA rotation is stuck. When it expires, nothing in the "
+        "trust domain verifies.",
     ),
     Alert(
-        "SpireAgentWorkloadAPILatencyHigh",
-        "warning",
-        "node",
-        "spire:workload_api_probe_duration_seconds:p99_rate%(window)s{%(sel)s, %(cached)s} > %(threshold_seconds)s",
-        "Workload API p99 latency high",
-        "p99 latency of {{ $labels.rpc }} on node %(node)s is {{ $value | humanizeDuration }} "
-        "over the last %(window)s.",
+        "SpireServerCAExpiringSoon",
+        "%(server_ca_overdue)s",
+        "SPIRE server CA not rotated on time",
+        "The active X.509 CA of SPIRE server {{ $labels.instance }} in " + CLUSTER + " " + EXPIRY + ", "
+        "past the point at which SPIRE activates the next CA (a sixth of its lifetime, at most 7 "
+        "days): rotation is stuck. When it expires, no agent can get an SVID signed.",
     ),
     Alert(
         "SpireWorkloadAPIErrorBudgetBurnFast",
-        "critical",
-        "cluster",
-        "%(burn_fast)s",
+        "(%(burn_fast)s) unless on (cluster) (%(failing_share)s)",
         "Workload API error budget burning fast",
         "Workload API probes in " + CLUSTER + " fail at {{ $value | humanizePercentage }} "
         "over the last hours: at this rate the month's error budget of the %(objective)s objective is "
@@ -121,73 +115,106 @@ ALERTS = [
     ),
     Alert(
         "SpireWorkloadAPIErrorBudgetBurnSlow",
-        "warning",
-        "cluster",
-        "%(burn_slow)s",
+        "(%(burn_slow)s) unless on (cluster) (%(failing_share)s)",
         "Workload API error budget burning",
         "Workload API probes in " + CLUSTER + " fail at {{ $value | humanizePercentage }} "
         "over the last days: more than the %(objective)s objective allows, so the budget runs out "
         "before the month does.",
     ),
+    # -- one node --------------------------------------------------------------------------------
+    Alert(
+        "SpireAgentWorkloadAPIProbeFailing",
+        # From the counters, not the latest result: attempts made and none OK in the window, so
+        # one lucky or unlucky probe neither hides nor fakes an outage. A stopped agent, failed
+        # workload attestation and a shared cause each have their own alert.
+        "%(failing)s unless on (job, instance) (%(agent_down)s) unless on (job, instance, rpc) "
+        "(%(attestation_failed)s > 0) unless on (cluster) (%(failing_share)s)",
+        "SPIRE agent Workload API probe failing",
+        'The {{ $labels.rpc }} probe on node %(node)s made {{ printf "%%.0f" $value }} attempts in the last '
+        "%(window)s and none succeeded: workloads there cannot get this identity call answered.",
+    ),
+    Alert(
+        "SpireAgentWorkloadAttestationFailing",
+        # SPIRE v1.15.2+ answers UNAVAILABLE "workload attestation failed" when every workload
+        # attestor fails (a kubelet it cannot reach, say): nothing on the node gets an identity,
+        # yet the agent is up, so the runbook differs from ProbeFailing's.
+        "%(attestation_failed)s > 0 unless %(succeeded)s > 0 unless on (cluster) (%(failing_share)s)",
+        "SPIRE agent workload attestation failing",
+        'The SPIRE agent on node %(node)s answered the {{ $labels.rpc }} probe "workload attestation failed" '
+        "{{ $value | humanize }} times in the last %(window)s and never succeeded: every workload attestor "
+        "fails, so no workload there gets an identity.",
+    ),
+    Alert(
+        "SpireHealthExporterRateLimited",
+        # The agent's experimental.ratelimit keys on the caller's selectors: the exporter's own
+        # bucket, not the agent's health. Its other figures hold; this one is the exporter's.
+        "%(rate_limited)s > 0",
+        "The SPIRE agent rate-limits the exporter",
+        "The SPIRE agent on node %(node)s rejected {{ $value | humanize }} {{ $labels.rpc }} probes in the last "
+        '%(window)s with "rate limit exceeded" (experimental.ratelimit): the exporter\'s selector set is over '
+        "its limit, so this probe no longer measures the agent. Raise the limit or the probe interval.",
+    ),
+    Alert(
+        "SpireAgentWorkloadAPIDeadlineExceeded",
+        # A share of the attempts, so that it means the same at any probe interval. An outage
+        # (every attempt failing) is ProbeFailing's.
+        "sum without (rpc, code, reason) (increase("
+        'spire_health_probes_total{%(sel)s, code="DEADLINE_EXCEEDED", %(cached)s}[%(window)s]'
+        ")) / sum without (rpc, code, reason) (increase(spire_health_probes_total{%(sel)s, %(cached)s}[%(window)s])) "
+        "> %(ratio)s unless on (job, instance) (%(failing)s) unless on (cluster) (%(failing_share)s)",
+        "Workload API calls hit their deadline",
+        "{{ $value | humanizePercentage }} of Workload API probes on node %(node)s ran into their deadline "
+        "in the last %(window)s (context deadline exceeded).",
+    ),
+    Alert(
+        "SpireAgentWorkloadAPIErrorRatioHigh",
+        # Intermittent only: a ratio of 1 is an outage, which SpireAgentWorkloadAPIProbeFailing says.
+        "%(error_ratio)s > %(threshold)s < 1 unless on (cluster) (%(failing_share)s)",
+        "Workload API probes failing intermittently",
+        "{{ $value | humanizePercentage }} of Workload API probes on node %(node)s failed over the last %(window)s.",
+    ),
+    Alert(
+        "SpireAgentWorkloadAPILatencyHigh",
+        # The share of successful probes slower than the threshold, not a p99: over a window's
+        # few dozen probes a p99 is just their maximum, and one slow probe would flap it.
+        "%(slow)s > %(share)s and on (job, instance, rpc) %(observed)s >= %(min_probes)s",
+        "Workload API answers slow",
+        "{{ $value | humanizePercentage }} of successful {{ $labels.rpc }} probes on node %(node)s took "
+        "longer than %(le)s s over the last %(window)s.",
+    ),
+    Alert(
+        "SpireAgentServerRoundTripFailing",
+        # The opt-in round trip (agent -> server -> datastore): the server path's own signal.
+        "%(round_trip_failing)s unless on (job, instance) (%(agent_down)s) "
+        "unless on (cluster) (%(server_path_share)s) unless on (cluster) (%(not_syncing_share)s)",
+        "SPIRE agent cannot get a new SVID signed",
+        'The round-trip probe on node %(node)s made {{ printf "%%.0f" $value }} attempts in the last '
+        "%(window)s and none got a new JWT-SVID from the SPIRE server: this agent's path to the server, "
+        "or the server itself.",
+    ),
     Alert(
         "SpireX509SVIDNotRotated",
-        "warning",
-        "node",
-        '(spire_health_svid_expiry_timestamp_seconds{%(sel)s, kind="x509"} - time()) / '
-        '(spire_health_svid_expiry_timestamp_seconds{%(sel)s, kind="x509"} - '
-        'spire_health_svid_issued_timestamp_seconds{%(sel)s, kind="x509"}) < %(remaining_fraction)s',
+        "%(svid_left)s < %(remaining_fraction)s unless on (job, instance) (%(agent_down)s) "
+        "unless on (cluster) (%(not_rotated_share)s)",
         "X.509-SVID not rotated on time",
         "The X.509-SVID {{ $labels.spiffe_id }} on node %(node)s has only {{ $value | humanizePercentage }} "
         "of its lifetime left; the agent renews at about half, so rotation is stuck.",
     ),
     Alert(
         "SpireSVIDExpiringSoon",
-        "critical",
-        "node",
-        # A share of the SVID's own lifetime, so that short TTLs don't page all day.
+        # A share of the SVID's own lifetime, so that short TTLs don't alert all day.
         "(spire_health_svid_expiry_timestamp_seconds{%(sel)s} - time()) and ("
         "(spire_health_svid_expiry_timestamp_seconds{%(sel)s} - time()) / (spire_health_svid_expiry_timestamp_seconds{%(sel)s} - "
-        "spire_health_svid_issued_timestamp_seconds{%(sel)s}) < %(remaining_fraction)s)",
+        "spire_health_svid_issued_timestamp_seconds{%(sel)s}) < %(remaining_fraction)s) "
+        "unless on (cluster) (%(not_rotated_share)s)",
         "SVID about to expire",
         "The {{ $labels.kind }} SVID {{ $labels.spiffe_id }} on node %(node)s " + EXPIRY + ": "
         "less than {{ %(remaining_fraction)s | humanizePercentage }} of its lifetime was left and the agent "
         "served no new one.",
     ),
     Alert(
-        "SpireTrustBundleCAExpiringSoon",
-        "critical",
-        "node",
-        # The newest CA, not the earliest nor a count: SPIRE keeps an expired CA in the bundle
-        # for a while, so "two certificates" can be one expired and one about to.
-        "spire_health_trust_bundle_latest_expiry_timestamp_seconds{%(sel)s} - time() < %(seconds)s",
-        "Trust bundle CA expiring without a successor",
-        "The newest CA in the {{ $labels.trust_domain }} bundle seen on node %(node)s " + EXPIRY + " "
-        "and no successor CA has been published.",
-    ),
-    Alert(
-        "SpireServerCAExpiringSoon",
-        "critical",
-        "cluster",
-        # SPIRE sets both gauges when it activates a CA, the TTL to what is left then; it
-        # activates the next one at half the lifetime, so a quarter left means rotation is stuck.
-        "(spire_server_manager_x509_ca_rotate_expiration{%(server_sel)s} - time()) and ("
-        "(spire_server_manager_x509_ca_rotate_expiration{%(server_sel)s} - time()) / "
-        "spire_server_manager_x509_ca_rotate_ttl{%(server_sel)s} < %(remaining_fraction)s)",
-        "SPIRE server CA not rotated",
-        "The active X.509 CA of SPIRE server {{ $labels.instance }} in "
-        + CLUSTER
-        + " "
-        + EXPIRY
-        + " and no new CA was activated: when it expires, no agent can get an SVID signed.",
-    ),
-    Alert(
         "SpireAgentServerSyncFailing",
-        "critical",
-        "cluster",
-        # Every node at once when the server is the cause, so Alertmanager groups it by cluster.
-        'sum without (status) (increase(spire_agent_manager_sync_fetch_entries_updates{%(agent_sel)s, status!="OK"}'
-        "[%(window)s])) > 0 unless sum without (status) (increase("
-        'spire_agent_manager_sync_fetch_entries_updates{%(agent_sel)s, status="OK"}[%(window)s])) > 0',
+        "%(sync_failing)s unless on (cluster) (%(not_syncing_share)s)",
         "SPIRE agent cannot sync with the server",
         "The SPIRE agent on node %(node)s failed {{ $value | humanize }} syncs with the SPIRE server in the "
         "last %(window)s and none succeeded: it serves cached SVIDs until they expire, and new "
@@ -195,8 +222,6 @@ ALERTS = [
     ),
     Alert(
         "SpireAgentMemoryNearLimit",
-        "warning",
-        "node",
         # The working set, as the kubelet counts it: page cache the kernel can drop is no pressure.
         "spire_health_agent_cgroup_memory_working_set_bytes{%(sel)s} / spire_health_agent_cgroup_memory_limit_bytes{%(sel)s} "
         "> %(fraction)s",
@@ -206,8 +231,6 @@ ALERTS = [
     ),
     Alert(
         "SpireAgentMemoryPeakNearLimit",
-        "info",
-        "node",
         # The peak never falls while the process lives, so it fires only while the peak is new.
         "spire_health_agent_process_peak_resident_memory_bytes{%(sel)s} / spire_health_agent_cgroup_memory_limit_bytes{%(sel)s} "
         "> %(fraction)s and changes(spire_health_agent_process_peak_resident_memory_bytes{%(sel)s}[%(window)s]) > 0",
@@ -217,23 +240,20 @@ ALERTS = [
     ),
     Alert(
         "SpireAgentOOMKilled",
-        "critical",
-        "node",
-        "increase(spire_health_agent_cgroup_oom_kills_total{%(sel)s}[%(window)s]) > 0",
+        # The cgroup's own count: on a host, and in Kubernetes on cgroup v2 when the exporter can
+        # read the agent's cgroup. On cgroup v1 in Kubernetes it cannot fire (docs/deploy.md);
+        # SpireAgentContainerOOMKilled covers that, and says it first when both can.
+        "increase(spire_health_agent_cgroup_oom_kills_total{%(sel)s}[%(window)s]) > 0 "
+        "unless on (cluster, %(node_label)s) (%(container_oom)s)",
         "SPIRE agent OOM-killed",
         "The OOM killer killed a process in the SPIRE agent's cgroup on node %(node)s "
         "{{ $value | humanize }} times in the last %(window)s.",
     ),
     Alert(
         "SpireAgentContainerOOMKilled",
-        "critical",
-        "node",
         # kube-state-metrics, for Kubernetes: the kill goes with the old container's cgroup, so the
         # exporter's counter in the new one starts at 0. The restart bounds the alert in time.
-        '(kube_pod_container_status_last_terminated_reason{%(ksm_sel)s, %(agent_container_sel)s, reason="OOMKilled"} '
-        "and on (namespace, pod, container) increase(kube_pod_container_status_restarts_total{%(ksm_sel)s, "
-        "%(agent_container_sel)s}[%(window)s]) > 0) * on (namespace, pod) group_left (node) "
-        "max by (namespace, pod, node) (kube_pod_info{%(ksm_sel)s, %(agent_pod_sel)s})",
+        "%(container_oom)s",
         "SPIRE agent container OOM-killed",
         "The {{ $labels.container }} container of pod {{ $labels.pod }} on node {{ $labels.node }} was "
         "OOM-killed and restarted in the last %(window)s (kube-state-metrics): its memory limit is "
@@ -241,25 +261,21 @@ ALERTS = [
     ),
     Alert(
         "SpireAgentRestarting",
-        "warning",
-        "node",
         "changes(spire_health_agent_process_start_time_seconds{%(sel)s}[%(window)s]) >= %(restarts)s",
         "SPIRE agent restarting repeatedly",
         "The SPIRE agent on node %(node)s restarted {{ $value | humanize }} times in the last %(window)s.",
     ),
     Alert(
         "SpireAgentDown",
-        "critical",
-        "node",
-        "spire_health_agent_process_up{%(sel)s} == 0",
+        "%(agent_down)s unless on (cluster) (%(failing_share)s)",
         "SPIRE agent down",
         "No spire-agent process is running on node %(node)s: nothing there can get an identity.",
     ),
     Alert(
         "SpireAgentNotServing",
-        "warning",
-        "node",
-        "spire_health_agent_grpc_health_serving{%(sel)s} == 0",
+        # A hung agent fails its probes too: ProbeFailing says so once.
+        "spire_health_agent_grpc_health_serving{%(sel)s} == 0 unless on (job, instance) (%(agent_down)s) "
+        "unless on (job, instance) (%(failing)s) unless on (cluster) (%(failing_share)s)",
         "SPIRE agent socket not serving",
         "The SPIRE agent socket on node %(node)s does not answer its gRPC health check with SERVING "
         "(the agent is hung, overloaded, still starting, or gone).",
@@ -269,8 +285,6 @@ ALERTS = [
     # flight, each started RPC with a workload attestation of its own.
     Alert(
         "SpireAgentWorkloadAPIChurnHigh",
-        "warning",
-        "node",
         "%(churn)s > %(min_rate)s and ((%(churn)s > %(factor)s * %(baseline)s) or (%(churn)s unless %(baseline)s))",
         "Workload API calls far above the node's baseline",
         "Workloads on node %(node)s start {{ $value | humanize }} Workload API calls a second, each "
@@ -279,8 +293,6 @@ ALERTS = [
     ),
     Alert(
         "SpireAgentWorkloadAPIStreamsGrowing",
-        "warning",
-        "node",
         "%(growing_agent)s or (%(growing_socket)s unless on (%(node_label)s) "
         "spire_agent_workload_api_connections{%(agent_sel)s})",
         "Open Workload API streams only grow",
@@ -290,37 +302,27 @@ ALERTS = [
     ),
     Alert(
         "SpireHealthExporterNoRegistrationEntry",
-        "warning",
-        "node",
-        'increase(spire_health_probes_total{%(sel)s, rpc="fetch_x509_svid", code="PERMISSION_DENIED"}'
-        '[%(window)s]) > 0 and ignoring (code) spire_health_probe_success{%(sel)s, rpc="fetch_x509_svid"} == 0',
+        '%(denied)s > 0 and ignoring (code) spire_health_probe_success{%(sel)s, rpc="fetch_x509_svid"} == 0',
         "The exporter has no registration entry",
         'The SPIRE agent on node %(node)s answers the exporter "no identity issued" (PERMISSION_DENIED): '
         "its registration entry is missing or its selectors do not match.",
     ),
     Alert(
         "SpireHealthExporterProbesStuck",
-        "warning",
-        "node",
         # The exporter serves its last values while a probe loop hangs; the attempt time shows it.
-        "time() - spire_health_probe_last_attempt_timestamp_seconds{%(sel)s} > %(periods)s * "
-        "(spire_health_probe_interval_seconds{%(sel)s} + spire_health_probe_timeout_seconds{%(sel)s})",
+        "time() - spire_health_probe_last_attempt_timestamp_seconds{%(sel)s} > %(seconds)s",
         "spire-health-exporter probe loop stuck",
         "The {{ $labels.rpc }} probe on node %(node)s last finished {{ $value | humanizeDuration }} ago, "
-        "more than %(periods)s probe periods: its loop is stuck and its metrics are stale.",
+        "longer than any probe's interval and deadline: its loop is stuck and its metrics are stale.",
     ),
     Alert(
         "SpireHealthExporterDown",
-        "warning",
-        "node",
         "up{%(sel)s} == 0",
         "spire-health-exporter down",
         "Prometheus cannot scrape spire-health-exporter on node %(node)s ({{ $labels.instance }}).",
     ),
     Alert(
         "SpireHealthExporterMissingOnNode",
-        "warning",
-        "node",
         # absent() sees only every target gone; kube-state-metrics knows the nodes with an agent.
         "(count by (cluster, node) (kube_pod_info{%(ksm_sel)s, %(agent_pod_sel)s}) unless on (cluster, node) "
         "count by (cluster, %(node_label)s) (up{%(sel)s})) and on (cluster) count by (cluster) (up{%(sel)s}) > 0",
@@ -331,23 +333,11 @@ ALERTS = [
     ),
     Alert(
         "SpireHealthExporterAbsent",
-        "warning",
-        "cluster",
         "absent(up{%(sel)s})",
         "spire-health-exporter absent",
         "Prometheus has no spire-health-exporter target at all: SPIRE agents are not being watched.",
     ),
 ]
-
-
-def error_ratio(sel: str, by: str, window: str) -> str:
-    """The SLI's failed share: cached probes, a missing registration entry and a rate-limited
-    probe left out (the exporter's configuration and its own selectors' bucket, not the agent's
-    availability; NoRegistrationEntry and RateLimited say so)."""
-    probes = 'spire_health_probes_total{%s, %s, code!~%s, reason!="rate_limited"}[%s]'
-    failed = probes % (sel, CACHED, '"OK|PERMISSION_DENIED"', window)
-    answered = probes % (sel, CACHED, '"PERMISSION_DENIED"', window)
-    return f"sum by ({by}) (rate({failed})) / sum by ({by}) (rate({answered}))"
 
 
 def burn(pairs: tuple[tuple[str, str, float], ...], objective: str) -> str:
@@ -357,3 +347,9 @@ def burn(pairs: tuple[tuple[str, str, float], ...], objective: str) -> str:
         f"({record % long} > ({rate} * (1 - {objective})) and {record % short} > ({rate} * (1 - {objective})))"
         for long, short, rate in pairs
     )
+
+
+def share(count: str, nodes: str, fraction: str, min_nodes: str) -> str:
+    """A cluster's share of nodes, from recorded counts per cluster, when over `fraction` and
+    at least `min_nodes`: one series per cluster, whatever the number of nodes."""
+    return f"({count} / {nodes} > {fraction}) and on (cluster) ({count} >= {min_nodes})"

@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 CHART_FILES = HERE.parent / "deploy" / "helm" / "spire-health-exporter" / "files" / "dashboards"
 
 
-def variables(node_multi: bool) -> list[db.QueryVariable | db.DatasourceVariable]:
+def variables(node_multi: bool) -> list[db.QueryVariable | db.DatasourceVariable | db.ConstantVariable]:
     def query(name: str, expr: str, multi: bool) -> db.QueryVariable:
         variable = (
             db.QueryVariable(name)
@@ -55,6 +55,8 @@ def variables(node_multi: bool) -> list[db.QueryVariable | db.DatasourceVariable
             'label_values(spire_health_build_info{cluster=~"$cluster", job=~"$job"}, node)',
             node_multi,
         ),
+        # Hidden; the chart sets it from prometheusRule.sloObjective, as the rules have it.
+        db.ConstantVariable(p.SLO.lstrip("$")).value(str(p.OBJECTIVE)),
     ]
 
 

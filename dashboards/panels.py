@@ -2,7 +2,14 @@
 
 Selectors: the exporter's series carry cluster, job and node (SEL); SPIRE's own agent telemetry
 comes from its own scrape job, so it is selected by cluster and node only (AGENT_SEL); the
-server's by cluster (SERVER_SEL). The recording rules of alerts/ carry cluster and node.
+server's by cluster (SERVER_SEL). The recording rules of alerts/ carry cluster, and node where
+they are per node.
+
+The fleet dashboard reads only recording rules: one series per cluster for its stats and
+trends, and for its worst-node tables the per-node recordings at this moment. At 5,000 nodes a
+raw per-node query over days would load more samples than Prometheus allows one query
+(docs/benchmarks.md, the fleet section). The SLO objective is the dashboard variable
+`$slo_objective`, which the chart sets from prometheusRule.sloObjective.
 """
 
 from __future__ import annotations
@@ -29,10 +36,26 @@ SERVER_SEL = 'cluster=~"$cluster"'
 RULE_SEL = 'cluster=~"$cluster", node=~"$node"'
 CACHED = 'rpc!="fetch_jwt_svid_roundtrip"'
 OK = ', code="OK"'
+SLO = "$slo_objective"
+NODE_DASHBOARD = "/d/spire-health-node/spire-agent-node-drill-down"
 PROBES = "spire_health_probes_total"
 BUCKETS = "spire_health_probe_duration_seconds_bucket"
 
 Panel = timeseries.Panel | stat.Panel | table.Panel | bargauge.Panel
+
+
+def node_link() -> Any:
+    """A worst-node table's link to the node dashboard, for the row's cluster and node."""
+    return (
+        db.DashboardLink("Open the node")
+        .type(dm.DashboardLinkType.LINK)
+        .url(
+            NODE_DASHBOARD
+            + "?var-cluster=${__data.fields.cluster}&var-node=${__data.fields.node}&${__url_time_range}"
+        )
+    )
+
+
 Rows = list[tuple[str, list[Panel]]]
 Thresholds = list[tuple[str, float | None]]
 
@@ -69,6 +92,7 @@ def panel(
         query = prom.Dataquery().expr(expr).legend_format(legend).ref_id(chr(ord("A") + i))
         if kind is table.Panel:
             query = query.format(pm.PromQueryFormat.TABLE)
+            builder = builder.data_links([node_link()])
         builder = builder.with_target(query.instant() if instant else query.range())
     if runbook:
         builder = builder.links(
@@ -139,13 +163,16 @@ FAILING_STEPS: Thresholds = [("green", None), ("red", 1)]
 
 
 def fleet_rows() -> Rows:
+    def per_cluster(record: str, fn: str = "sum") -> str:
+        return f"{fn}({record}{{{SERVER_SEL}}})"
+
     summary = [
         panel(
             stat.Panel,
             "Nodes watched",
-            [(f"count(count by (cluster, node) (spire_health_build_info{{{SEL}}}))", "")],
+            [(per_cluster("cluster:spire_health_nodes:count"), "")],
             "short",
-            "Nodes with a spire-health-exporter target in the selection.",
+            "Nodes with a spire-health-exporter target in the selected clusters.",
             "SpireHealthExporterMissingOnNode",
             w=4,
             h=4,
@@ -153,15 +180,11 @@ def fleet_rows() -> Rows:
         panel(
             stat.Panel,
             "Nodes failing",
-            [
-                (
-                    f"count(count by (cluster, node) (spire_health_probe_success{{{SEL}, {CACHED}}} == 0)) or vector(0)",
-                    "",
-                )
-            ],
+            [(per_cluster("cluster:spire_health_nodes_failing:count") + " or vector(0)", "")],
             "short",
-            "Nodes where the latest probe of at least one Workload API call failed.",
-            "SpireAgentWorkloadAPIProbeFailing",
+            "Nodes where a Workload API call failed on every probe of the last minutes (a missing "
+            "registration entry left out); SpireAgentsFailing pages when a cluster's share is too high.",
+            "SpireAgentsFailing",
             w=4,
             h=4,
             thresholds=FAILING_STEPS,
@@ -169,7 +192,7 @@ def fleet_rows() -> Rows:
         panel(
             stat.Panel,
             "Agents down",
-            [(f"count(spire_health_agent_process_up{{{SEL}}} == 0) or vector(0)", "")],
+            [(per_cluster("cluster:spire_health_agents_down:count") + " or vector(0)", "")],
             "short",
             "Nodes where no spire-agent process runs.",
             "SpireAgentDown",
@@ -180,26 +203,34 @@ def fleet_rows() -> Rows:
         panel(
             stat.Panel,
             "Lowest SVID lifetime left",
-            [(svid_lifetime_left("cluster").replace("min by (cluster)", "min"), "")],
+            [(per_cluster("cluster:spire_health_x509_svid_lifetime_left:min", "min"), "")],
             "percentunit",
             "The smallest share of its lifetime any node's X.509-SVID still has. The agent renews at about "
             "half; below 40 % rotation is stuck somewhere.",
-            "SpireX509SVIDNotRotated",
+            "SpireSVIDsNotRotated",
             w=4,
             h=4,
             thresholds=LIFETIME_STEPS,
         ),
         panel(
             stat.Panel,
-            "Earliest CA expiry",
-            [(f"min(spire_health_trust_bundle_latest_expiry_timestamp_seconds{{{SEL}}}) - time()", "")],
-            "s",
-            "Time until the newest CA of the trust bundle expires, on the node that sees the earliest one. "
-            "With a healthy rotation it never drops below half the CA's lifetime.",
+            "CA successor due",
+            [
+                (
+                    per_cluster(
+                        "cluster_trust_domain:spire_health_trust_bundle_successor_due:min_ratio", "min"
+                    ),
+                    "",
+                )
+            ],
+            "percentunit",
+            "The newest trust bundle CA's time left against the time at which SPIRE publishes its successor "
+            "(half its lifetime, at most 30 days), in the trust domain where it is least: above 100 % the "
+            "successor is not due yet; a healthy rotation never lets it fall below 100 % for long.",
             "SpireTrustBundleCAExpiringSoon",
             w=4,
             h=4,
-            thresholds=[("red", None), ("orange", 6 * 3600), ("green", 12 * 3600)],
+            thresholds=[("red", None), ("orange", 0.8), ("green", 1)],
         ),
         panel(
             stat.Panel,
@@ -207,13 +238,13 @@ def fleet_rows() -> Rows:
             [
                 (
                     f"min(1 - avg_over_time(cluster:spire_health_probe_errors:ratio_rate1h{{{SERVER_SEL}}}[30d]) "
-                    f"/ (1 - {OBJECTIVE}))",
+                    f"/ (1 - {SLO}))",
                     "",
                 )
             ],
             "percentunit",
-            f"Share of the 30-day error budget of the {OBJECTIVE} objective left, in the worst cluster: one "
-            "minus the average hourly failed share of cached probes over the budget. Below 0: spent.",
+            "Share of the 30-day error budget of the SLO objective left, in the worst cluster: one minus the "
+            "average hourly failed share of cached probes over the budget. Below 0: spent.",
             "SpireWorkloadAPIErrorBudgetBurnSlow",
             w=4,
             h=4,
@@ -223,41 +254,38 @@ def fleet_rows() -> Rows:
     worst = [
         panel(
             table.Panel,
-            "Lowest success ratio",
-            [(f"bottomk(10, {success_ratio('cluster, node', '$__range', 'increase')})", "")],
+            "Failing now",
+            [(f"topk(10, node_rpc:spire_health_probes_failed:increase2m{{{RULE_SEL}}})", "")],
+            "short",
+            "Nodes and RPCs whose every probe failed in the last 2 minutes, with the number of attempts. "
+            "Click a row for the node.",
+            "SpireAgentWorkloadAPIProbeFailing",
+            w=8,
+        ),
+        panel(
+            table.Panel,
+            "Highest error ratio (15 m)",
+            [(f"topk(10, node:spire_health_probe_errors:ratio_rate15m{{{RULE_SEL}}})", "")],
             "percentunit",
-            "The ten nodes whose cached Workload API probes succeeded least over the dashboard's range.",
+            "The ten nodes whose cached Workload API probes failed most over the last 15 minutes (a missing "
+            "registration entry left out).",
             "SpireAgentWorkloadAPIErrorRatioHigh",
             w=8,
         ),
         panel(
             table.Panel,
-            "Most deadlines exceeded",
-            [
-                (
-                    f'topk(10, sum by (cluster, node) (increase({PROBES}{{{SEL}, {CACHED}, code="DEADLINE_EXCEEDED"}}'
-                    "[$__range])))",
-                    "",
-                )
-            ],
-            "short",
-            "The ten nodes with the most probes that ran into their deadline (context deadline exceeded) over the range.",
-            "SpireAgentWorkloadAPIDeadlineExceeded",
-            w=8,
-        ),
-        panel(
-            table.Panel,
-            "Slowest p99",
-            [(f"topk(10, {quantile(0.99, 'cluster, node', '$__range')})", "")],
-            "s",
-            "The ten nodes with the slowest successful Workload API answers over the range.",
+            "Most slow answers (10 m)",
+            [(f"topk(10, node_rpc:spire_health_probe_slow:ratio_rate10m{{{RULE_SEL}}})", "")],
+            "percentunit",
+            "The ten node and RPC pairs with the largest share of successful probes slower than 0.5 s over "
+            "the last 10 minutes.",
             "SpireAgentWorkloadAPILatencyHigh",
             w=8,
         ),
         panel(
             table.Panel,
             "Highest memory against the limit",
-            [(f"topk(10, {memory_share('cluster, node')})", "")],
+            [(f"topk(10, node:spire_health_agent_memory_working_set:ratio{{{RULE_SEL}}})", "")],
             "percentunit",
             "The ten agents whose working set is closest to their cgroup's memory limit now.",
             "SpireAgentMemoryNearLimit",
@@ -266,7 +294,7 @@ def fleet_rows() -> Rows:
         panel(
             table.Panel,
             "Least SVID lifetime left",
-            [(f"bottomk(10, {svid_lifetime_left('cluster, node')})", "")],
+            [(f"bottomk(10, node:spire_health_x509_svid_lifetime_left:ratio{{{RULE_SEL}}})", "")],
             "percentunit",
             "The ten nodes whose X.509-SVID has the smallest share of its lifetime left.",
             "SpireX509SVIDNotRotated",
@@ -274,15 +302,10 @@ def fleet_rows() -> Rows:
         ),
         panel(
             table.Panel,
-            "Most agent restarts",
-            [
-                (
-                    f"topk(10, sum by (cluster, node) (changes(spire_health_agent_process_start_time_seconds{{{SEL}}}[$__range])))",
-                    "",
-                )
-            ],
+            "Most agent restarts (1 h)",
+            [(f"topk(10, node:spire_health_agent_restarts:changes1h{{{RULE_SEL}}})", "")],
             "short",
-            "The ten nodes whose agent restarted most often over the range.",
+            "The ten nodes whose agent restarted most often in the last hour.",
             "SpireAgentRestarting",
             w=8,
         ),
@@ -290,24 +313,25 @@ def fleet_rows() -> Rows:
     trends = [
         panel(
             timeseries.Panel,
-            "Success ratio by cluster",
-            [(success_ratio("cluster"), "{{cluster}}")],
+            "Error ratio by cluster",
+            [(f"cluster:spire_health_probe_errors:ratio_rate5m{{{SERVER_SEL}}}", "{{cluster}}")],
             "percentunit",
-            "Share of cached Workload API probes that succeeded, over all selected nodes of each cluster.",
-            "SpireAgentWorkloadAPIErrorRatioHigh",
+            "Share of cached Workload API probes that failed over 5 minutes, in each cluster (a missing "
+            "registration entry left out): the SLO's error ratio.",
+            "SpireWorkloadAPIErrorBudgetBurnFast",
             w=8,
-            thresholds=[("red", None), ("orange", 0.99), ("green", OBJECTIVE)],
+            thresholds=[("green", None), ("red", 0.001)],
         ),
         panel(
             timeseries.Panel,
             "Error budget burn rate by cluster",
             [
                 (
-                    f"cluster:spire_health_probe_errors:ratio_rate5m{{{SERVER_SEL}}} / (1 - {OBJECTIVE})",
+                    f"cluster:spire_health_probe_errors:ratio_rate5m{{{SERVER_SEL}}} / (1 - {SLO})",
                     "{{cluster}} 5m",
                 ),
                 (
-                    f"cluster:spire_health_probe_errors:ratio_rate1h{{{SERVER_SEL}}} / (1 - {OBJECTIVE})",
+                    f"cluster:spire_health_probe_errors:ratio_rate1h{{{SERVER_SEL}}} / (1 - {SLO})",
                     "{{cluster}} 1h",
                 ),
             ],
@@ -323,30 +347,38 @@ def fleet_rows() -> Rows:
             "Failures by code",
             [
                 (
-                    f'sum by (code, reason) (rate({PROBES}{{{SEL}, {CACHED}, code!="OK"}}[$__rate_interval]))',
+                    f"sum by (code, reason) (cluster_rpc_code:spire_health_probes_failed:rate5m{{{SERVER_SEL}, {CACHED}}})",
                     "{{code}} {{reason}}",
                 )
             ],
             "ops",
-            "Failed probes per second over all selected nodes, by gRPC code (INVALID_RESPONSE: an answer a "
+            "Failed probes per second over all selected clusters, by gRPC code (INVALID_RESPONSE: an answer a "
             "workload could not use) and, for UNAVAILABLE, its reason (agent_unreachable, "
             "workload_attestation_failed, rate_limited, ...).",
-            "SpireAgentWorkloadAPIProbeFailing",
+            "SpireAgentsFailing",
             w=8,
         ),
         panel(
             timeseries.Panel,
             "Latency by RPC (p50, p95, p99)",
-            [(quantile(q, "rpc"), f"{{{{rpc}}}} p{int(q * 100)}") for q in (0.5, 0.95, 0.99)],
+            [
+                (
+                    f"histogram_quantile({q}, sum by (le, rpc) "
+                    f"(cluster_rpc_le:spire_health_probe_duration_seconds_bucket:rate5m{{{SERVER_SEL}}}))",
+                    f"{{{{rpc}}}} p{int(q * 100)}",
+                )
+                for q in (0.5, 0.95, 0.99)
+            ],
             "s",
-            "Time to the first answer of successful probes, over all selected nodes.",
+            "Time to the first answer of successful probes over all selected nodes: thousands of probes a "
+            "minute, where a p99 is sound.",
             "SpireAgentWorkloadAPILatencyHigh",
             w=24,
         ),
     ]
     return [
         ("Summary", summary),
-        ("Worst nodes over the range", worst),
+        ("Worst nodes now", worst),
         ("Fleet trends", trends),
         ("SPIRE's own telemetry", spire_panels("cluster", fleet=True)),
     ]
@@ -473,12 +505,12 @@ def node_rows() -> Rows:
             timeseries.Panel,
             "Error ratio against the SLO",
             [
-                (f"node:spire_health_probe_errors:ratio_rate5m{{{RULE_SEL}}}", "5m"),
-                (f"node:spire_health_probe_errors:ratio_rate1h{{{RULE_SEL}}}", "1h"),
+                (f"node:spire_health_probe_errors:ratio_rate15m{{{RULE_SEL}}}", "15m"),
+                (f"(1 - {SLO}) + 0 * node:spire_health_probe_errors:ratio_rate15m{{{RULE_SEL}}}", "budget"),
             ],
             "percentunit",
-            f"This node's failed share of cached probes (a missing registration entry left out), against the "
-            f"{OBJECTIVE} objective's budget of {1 - OBJECTIVE:.1%}.",
+            "This node's failed share of cached probes over 15 minutes (a missing registration entry and "
+            "validation without a token left out), against the SLO objective's error budget.",
             "SpireWorkloadAPIErrorBudgetBurnFast",
             w=8,
             thresholds=[("green", None), ("red", round(1 - OBJECTIVE, 6))],

@@ -43,10 +43,11 @@ class BundleInfo:
     kind: str  # "x509" or "jwt"
     trust_domain: str
     items: int  # CA certificates, or JWKS keys
-    earliest_expiry: float | None  # earliest CA notAfter; None for JWT bundles
-    # The newest CA's notAfter: SPIRE keeps an expired CA in the bundle for a while, so only
-    # this one says whether a successor has been published.
+    # The newest CA's notAfter and notBefore (None for JWT bundles): SPIRE keeps an expired CA in
+    # the bundle for a day, so only the newest says whether a successor has been published, and
+    # its lifetime says when SPIRE should publish the next one.
     latest_expiry: float | None = None
+    latest_issued: float | None = None
 
 
 def split_der(blob: bytes) -> list[bytes]:
@@ -146,8 +147,16 @@ def x509_bundles(bundles: Mapping[str, bytes]) -> list[BundleInfo]:
     infos = []
     for td, blob in sorted(items.items()):
         certs = load_certificates(blob)
-        expiries = [_ts(c.not_valid_after_utc) for c in certs]
-        infos.append(BundleInfo("x509", trust_domain_name(td), len(certs), min(expiries), max(expiries)))
+        newest = max(certs, key=lambda c: c.not_valid_after_utc)
+        infos.append(
+            BundleInfo(
+                "x509",
+                trust_domain_name(td),
+                len(certs),
+                _ts(newest.not_valid_after_utc),
+                _ts(newest.not_valid_before_utc),
+            )
+        )
     return infos
 
 

@@ -61,7 +61,7 @@ class Exporter:
         jobs = []
         for name, settings in enabled:
             own = spec(name)
-            self.state.probes.register(name, own.codes, settings.timeout, settings.interval)
+            self.state.probes.register(name)
             jobs.append(
                 Job(name, settings.interval, probe_job(own.build(), self.client, settings, self.state))
             )

@@ -76,9 +76,11 @@ def spire_names_read() -> set[str]:
 
 
 def fill(expr: str, node: str) -> str:
+    objective = str(yaml.safe_load((ROOT / "alerts" / "config.yml").read_text())["slo_objective"])
     return (
         expr.replace("$cluster", ".*").replace("$job", "spire-health-exporter").replace("$node", node)
         .replace("$__rate_interval", "1m").replace("$__range", "5m")
+        .replace("$slo_objective", objective)
     )  # fmt: skip
 
 

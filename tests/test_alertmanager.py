@@ -1,5 +1,5 @@
 """The example Alertmanager configuration: amtool routes every shipped alert by its labels, and a
-real Alertmanager (Debian's package, on loopback) groups cluster-wide causes into one
+real Alertmanager (Debian's package, on loopback) groups an alert many nodes share into one
 notification per cluster and keeps inhibited alerts from notifying."""
 
 from __future__ import annotations
@@ -35,13 +35,18 @@ def test_amtool_accepts_the_example_and_routes_every_shipped_alert_by_severity()
         assert done.returncode == 0, (alert["alert"], done.stdout + done.stderr)
 
 
-def test_cluster_wide_causes_are_grouped_by_cluster_and_node_alerts_by_node() -> None:
+def test_notifications_are_grouped_by_alert_and_cluster_and_the_trust_domains_by_trust_domain() -> None:
     route = yaml.safe_load(CONFIG.read_text())["route"]
-    (cluster_route,) = [r for r in route["routes"] if r["matchers"] == ['scope="cluster"']]
-    assert cluster_route["group_by"] == ["alertname", "cluster"]
-    assert route["group_by"] == ["alertname", "cluster", "node"]
+    assert route["group_by"] == ["alertname", "cluster"]
+    (td_route,) = [r for r in route["routes"] if r["matchers"] == ['scope="trust_domain"']]
+    assert td_route["group_by"] == ["alertname", "cluster", "trust_domain"]
     scopes = {a["labels"]["scope"] for a in shipped_alerts()}
-    assert scopes == {"node", "cluster"}
+    assert scopes == {"node", "cluster", "trust_domain"}
+    # Pages are for causes many nodes share; a node's own trouble opens a ticket.
+    assert {a["labels"]["scope"] for a in shipped_alerts() if a["labels"]["severity"] == "critical"} <= {
+        "cluster",
+        "trust_domain",
+    }
 
 
 @pytest.fixture
@@ -76,25 +81,26 @@ def settle(webhook: Webhook, seconds: float = 6) -> None:
     raise AssertionError(f"notifications never settled: {webhook.received}")
 
 
-def test_a_server_outage_is_one_notification_per_cluster(alertmanager) -> None:
+def test_a_warning_many_nodes_share_is_one_notification_per_cluster(alertmanager) -> None:
     am, webhook = alertmanager
-    # Every node of two clusters loses its server; two nodes of prod also lose their agent.
+    # Every node of two clusters loses its server; two nodes of prod also lose their agent; prod pages.
     am.post([alert("SpireAgentServerSyncFailing", f"node-{i}") for i in range(6)])
     am.post([alert("SpireAgentServerSyncFailing", f"node-{i}", "staging") for i in range(3)])
     am.post([alert("SpireAgentDown", "node-7"), alert("SpireAgentDown", "node-8")])
+    am.post([alert("SpireAgentsNotSyncing", "")])
     settle(webhook)
-    sync = [
-        (path, p)
-        for path, p in webhook.received
-        if p["groupLabels"]["alertname"] == "SpireAgentServerSyncFailing"
-    ]
+
+    def sent(name: str) -> list[tuple[str, dict[str, Any]]]:
+        return [(path, p) for path, p in webhook.received if p["groupLabels"]["alertname"] == name]
+
+    sync = sent("SpireAgentServerSyncFailing")
     by_cluster = {p["groupLabels"]["cluster"]: p for _, p in sync}
     assert len(sync) == 2 and set(by_cluster) == {"prod", "staging"}, [p["groupLabels"] for _, p in sync]
-    assert {path for path, _ in sync} == {"/pager"}
+    assert {path for path, _ in sync} == {"/ticket"}
     assert len(by_cluster["prod"]["alerts"]) == 6 and len(by_cluster["staging"]["alerts"]) == 3
-    # Per-node causes stay one notification per node.
-    down = [p for _, p in webhook.received if p["groupLabels"]["alertname"] == "SpireAgentDown"]
-    assert sorted(p["groupLabels"]["node"] for p in down) == ["node-7", "node-8"]
+    (down,) = [p for _, p in sent("SpireAgentDown")]
+    assert sorted(a["labels"]["node"] for a in down["alerts"]) == ["node-7", "node-8"]
+    assert [path for path, _ in sent("SpireAgentsNotSyncing")] == ["/pager"]
 
 
 def test_inhibitions_page_once_for_the_cause(alertmanager) -> None:
@@ -105,8 +111,8 @@ def test_inhibitions_page_once_for_the_cause(alertmanager) -> None:
             alert("SpireHealthExporterNoRegistrationEntry", "node-a"),
             alert("SpireAgentWorkloadAPIDeadlineExceeded", "node-a"),
             alert("SpireSVIDExpiringSoon", "node-a"),
-            # node-b: a critical explains the node's warning.
-            alert("SpireAgentWorkloadAPIProbeFailing", "node-b"),
+            # node-b: a stopped agent explains its socket not serving.
+            alert("SpireAgentDown", "node-b"),
             alert("SpireAgentNotServing", "node-b"),
             # node-c: the node is down (kubernetes-mixin), which explains the agent being down.
             {
@@ -128,7 +134,7 @@ def test_inhibitions_page_once_for_the_cause(alertmanager) -> None:
     }
     assert notified == {
         ("SpireHealthExporterNoRegistrationEntry", "node-a"),
-        ("SpireAgentWorkloadAPIProbeFailing", "node-b"),
+        ("SpireAgentDown", "node-b"),
         ("KubeNodeNotReady", "node-c"),
         ("SpireAgentNotServing", "node-d"),
     }
@@ -141,6 +147,6 @@ def test_inhibitions_page_once_for_the_cause(alertmanager) -> None:
         ("SpireAgentNotServing", "node-b"),
         ("SpireAgentDown", "node-c"),
     }
-    # The page carries the runbook's absolute URL.
-    (page,) = [a for _, p in webhook.received for a in p["alerts"] if a["labels"]["node"] == "node-b"]
-    assert page["annotations"]["runbook_url"].startswith("https://")
+    # The notification carries the runbook's absolute URL.
+    (sent,) = [a for _, p in webhook.received for a in p["alerts"] if a["labels"]["node"] == "node-b"]
+    assert sent["annotations"]["runbook_url"].startswith("https://")

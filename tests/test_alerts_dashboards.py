@@ -19,6 +19,10 @@ RUNBOOK_ANCHORS = {
     if line.startswith("## ")
 }
 REQUIRED = {
+    "SpireAgentsFailing",
+    "SpireSVIDsNotRotated",
+    "SpireServerPathFailing",
+    "SpireAgentServerRoundTripFailing",
     "SpireAgentWorkloadAPIDeadlineExceeded",
     "SpireAgentWorkloadAPIProbeFailing",
     "SpireAgentWorkloadAPILatencyHigh",
@@ -59,10 +63,20 @@ def test_committed_dashboards_are_what_the_generator_makes() -> None:
 
 def test_thresholds_and_for_come_from_the_config(tmp_path) -> None:
     config = generate_alerts.load_config(ROOT / "alerts" / "config.yml")
-    config["alerts"]["SpireAgentMemoryNearLimit"] = {"for": "42m", "fraction": 0.77}
+    config["alerts"]["SpireAgentMemoryNearLimit"] = {
+        "severity": "critical",
+        "scope": "node",
+        "for": "42m",
+        "fraction": 0.77,
+    }
+    config["alerts"]["SpireAgentsFailing"]["min_nodes"] = 7
     rules = yaml.safe_load(generate_alerts.render(config)[generate_alerts.RULES_FILE])["groups"][1]["rules"]
     memory = next(r for r in rules if r["alert"] == "SpireAgentMemoryNearLimit")
     assert memory["for"] == "42m" and memory["expr"].endswith("> 0.77")
+    assert memory["labels"] == {"severity": "critical", "scope": "node"}
+    # A page's threshold reaches every alert it holds back, not only its own.
+    down = next(r for r in rules if r["alert"] == "SpireAgentDown")
+    assert ">= 7" in down["expr"]
 
 
 def test_every_alert_is_complete() -> None:
@@ -76,7 +90,11 @@ def test_every_alert_is_complete() -> None:
         assert notes["summary"], alert["alert"]
         # The description names where: the node, or for a cause the whole cluster shares, the
         # cluster (an absent target has neither).
-        where = {"node": ["{{ $labels.node }}"], "cluster": ["$labels.cluster", "{{ $labels.node }}"]}
+        where = {
+            "node": ["{{ $labels.node }}"],
+            "cluster": ["$labels.cluster", "{{ $labels.node }}"],
+            "trust_domain": ["{{ $labels.trust_domain }}"],
+        }
         named = [w for w in where[alert["labels"]["scope"]] if w in notes["description"]]
         assert named or "absent(" in alert["expr"], alert["alert"]
         # Absolute, so that the link works from a pager.
@@ -113,7 +131,13 @@ def test_promtool_check_and_unit_tests_cover_every_alert() -> None:
 def test_dashboard_shape(name) -> None:
     d = json.loads((ROOT / "dashboards" / name).read_text())
     assert d["schemaVersion"] >= 39
-    assert [v["name"] for v in d["templating"]["list"]] == ["datasource", "cluster", "job", "node"]
+    assert [v["name"] for v in d["templating"]["list"]] == [
+        "datasource",
+        "cluster",
+        "job",
+        "node",
+        "slo_objective",
+    ]
     assert (
         d["annotations"]["list"]
         and "spire_health_agent_process_start_time_seconds" in d["annotations"]["list"][0]["expr"]
@@ -129,7 +153,7 @@ def test_dashboard_shape(name) -> None:
             expr = t["expr"]
             # Each source by its own labels: the exporter's by cluster, job and node; SPIRE's own
             # agent telemetry (its own scrape job) by cluster and node; the server's by cluster.
-            names = set(re.findall(r"\b(spire_[a-z0-9_]+|[a-z]+:spire_[a-z0-9_:]+)\b", expr))
+            names = set(re.findall(r"\b([a-z_]+:spire_[a-z0-9_:]+|spire_[a-z0-9_]+)\b", expr))
             for metric in names:
                 source = metric_source(metric)
                 wanted = {"exporter": SEL, "agent": AGENT_SEL, "server": 'cluster=~"$cluster"', "rule": None}[
@@ -150,8 +174,8 @@ AGENT_SEL = 'cluster=~"$cluster", node=~"$node"'
 
 
 def test_the_fleet_dashboard_scales_to_thousands_of_nodes() -> None:
-    """A summary of stat panels, top-k and bottom-k tables over the dashboard's range, and no
-    panel that draws one series per node."""
+    """A summary of stat panels, top-k and bottom-k tables that link to the node, no panel that
+    draws one series per node, and no query that reads a raw per-node series: only recordings."""
     d = json.loads((ROOT / "dashboards" / "spire-health-fleet.json").read_text())
     rows = [p["title"] for p in d["panels"] if p["type"] == "row"]
     assert rows[0] == "Summary"
@@ -167,7 +191,21 @@ def test_the_fleet_dashboard_scales_to_thousands_of_nodes() -> None:
         (t,) = p["targets"]
         assert t["format"] == "table" and t["instant"], p["title"]
         assert re.match(r"(topk|bottomk)\(10, ", t["expr"]), p["title"]
-    assert sum("$__range" in p["targets"][0]["expr"] for p in tables) >= 4
+    for p in tables:
+        (link,) = p["fieldConfig"]["defaults"]["links"]
+        assert (
+            link["url"].startswith("/d/spire-health-node/")
+            and "var-node=${__data.fields.node}" in link["url"]
+        )
+    rules = yaml.safe_load((ROOT / "alerts" / "spire-health-exporter.rules.yml").read_text())
+    recorded = {r["record"] for r in rules["groups"][0]["rules"]}
+    for p in d["panels"]:
+        if p["type"] == "row" or p["title"].startswith("SPIRE"):
+            continue
+        for t in p.get("targets", []):
+            exporter_series = re.findall(r"(?<![:\w])spire_health_[a-z_]+", t["expr"])
+            assert not exporter_series, (p["title"], t["expr"])
+            assert set(re.findall(r"\b[a-z_]+:[a-z0-9_:]+", t["expr"])) <= recorded, p["title"]
     for p in d["panels"]:
         if p["type"] != "timeseries":
             continue

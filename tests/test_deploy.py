@@ -301,7 +301,7 @@ def test_the_rules_select_the_job_each_monitor_gives(
         target["service"] = svc["metadata"]["name"]
     labels = ",".join(f'{k}="{v}"' for k, v in target.items())
     timed_out = 'rpc="fetch_x509_svid",code="DEADLINE_EXCEEDED"'
-    failing = {"severity": "critical", "scope": "node", **target, "rpc": "fetch_x509_svid"}
+    failing = {"severity": "warning", "scope": "node", **target, "rpc": "fetch_x509_svid"}
     description = (
         "The fetch_x509_svid probe on node node-a made 8 attempts in the last 2m and none succeeded: "
         "workloads there cannot get this identity call answered."
@@ -386,6 +386,10 @@ def test_chart_values_drive_the_rules(tmp_path: Path) -> None:
             "prometheusRule.enabled": "true",
             "prometheusRule.jobSelector": 'job="node-exporters"\\, team="id"',
             "prometheusRule.additionalRuleLabels.team": "identity",
+            # Severity is each alert's own value, which additionalRuleLabels cannot set twice.
+            "prometheusRule.additionalRuleLabels.severity": "critical",
+            "prometheusRule.alerts.SpireAgentDown.severity": "critical",
+            "prometheusRule.alerts.SpireAgentsFailing.min_nodes": 5,
             "prometheusRule.runbookURL": "https://wiki.example.com/spire",
             "prometheusRule.alerts.SpireAgentRestarting.enabled": "false",
             "prometheusRule.alerts.SpireAgentMemoryNearLimit.fraction": 0.75,
@@ -403,8 +407,11 @@ def test_chart_values_drive_the_rules(tmp_path: Path) -> None:
         'spire_health_agent_cgroup_memory_working_set_bytes{job="node-exporters", team="id"}'
         in memory["expr"]
     )
-    assert "spire:workload_api_probe_errors:ratio_rate30m" in records
+    assert "node:spire_health_probe_errors:ratio_rate30m" in records
     assert "ratio_rate30m" in alerts["SpireAgentWorkloadAPIErrorRatioHigh"]["expr"]
+    assert alerts["SpireAgentDown"]["labels"]["severity"] == "critical"
+    assert alerts["SpireAgentNotServing"]["labels"]["severity"] == "warning"
+    assert ">= 5" in alerts["SpireAgentsFailing"]["expr"] and ">= 5" in alerts["SpireAgentDown"]["expr"]
     for alert in alerts.values():
         assert alert["labels"]["team"] == "identity"
         assert (
@@ -420,6 +427,24 @@ def test_chart_values_drive_the_rules(tmp_path: Path) -> None:
 def generate_alerts_names() -> set[str]:
     shipped = yaml.safe_load((ROOT / "alerts" / "spire-health-exporter.rules.yml").read_text())
     return {r["alert"] for r in shipped["groups"][1]["rules"]}
+
+
+def test_dashboards_take_the_runbooks_and_objective_from_the_values() -> None:
+    docs = render(
+        {
+            **ALL_ON,
+            "prometheusRule.runbookURL": "https://wiki.example.com/spire",
+            "prometheusRule.sloObjective": 0.995,
+        }
+    )
+    (dashboards,) = [d for d in of_kind(docs, "ConfigMap") if d["metadata"]["name"].endswith("-dashboards")]
+    for name in ("spire-health-fleet.json", "spire-health-node.json"):
+        board = json.loads(dashboards["data"][name])
+        (objective,) = [v for v in board["templating"]["list"] if v["name"] == "slo_objective"]
+        assert objective["query"] == "0.995"
+        links = [link["url"] for p in board["panels"] for link in p.get("links", [])]
+        assert links and all(url.startswith("https://wiki.example.com/spire#") for url in links), name
+        assert board["links"][0]["url"] == "https://wiki.example.com/spire"
 
 
 def test_prometheus_rule_and_dashboards_equal_the_generated_ones() -> None:

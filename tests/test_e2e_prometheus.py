@@ -73,14 +73,6 @@ def stack(healthy_spire, tmp_path):
         )
 
 
-def inhibited(prom: PromStack, alertname: str) -> bool:
-    """Alertmanager has the alert and holds it back under another."""
-    return any(
-        a["labels"]["alertname"] == alertname and a["status"]["inhibitedBy"]
-        for a in prom.alertmanager.alerts()
-    )
-
-
 def wait_for_data(prom: PromStack) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -104,26 +96,28 @@ def test_dashboards_rules_and_alert_delivery(stack) -> None:
     assert all(r["health"] == "ok" for r in rules), [(r["name"], r.get("lastError")) for r in rules]
     assert not [r["name"] for r in rules if r["type"] == "alerting" and r["state"] != "inactive"]
 
-    # Pausing the agent fires the probe-failure, deadline and not-serving alerts; Alertmanager
-    # routes the critical ones to the pager receiver with their labels and annotations, and holds
-    # back the not-serving warning under the criticals of the same node (the shipped inhibition).
+    # Pausing the agent of this one-node cluster fires the probe-failure alert: a warning about the
+    # node, to the ticket receiver with its labels and annotations. The deadline and not-serving
+    # alerts the same freeze sets off are held back by the rules themselves once ProbeFailing's
+    # condition holds (their `for` is shortened here, so they may fire first and then resolve).
     spire.pause_agent()
     try:
         # ProbeFailing needs two minutes of attempts with none OK, then its (shortened) for:.
         deadline = time.monotonic() + 200
-        while not (
-            webhook.alerts("firing", "SpireAgentWorkloadAPIProbeFailing")
-            and webhook.alerts("firing", "SpireAgentWorkloadAPIDeadlineExceeded")
-            and inhibited(prom, "SpireAgentNotServing")
-        ):
+        while not webhook.alerts("firing", "SpireAgentWorkloadAPIProbeFailing"):
             assert time.monotonic() < deadline, f"alerts never delivered: {webhook.received}"
             time.sleep(0.5)
+        time.sleep(3)  # two more evaluations
+        held_back = 'ALERTS{alertname=~"SpireAgentWorkloadAPIDeadlineExceeded|SpireAgentNotServing"}'
+        assert not prom.query(held_back)["data"]["result"], prom.query(held_back)
+        # One node is not a shared cause: nothing pages.
+        assert not [path for path, _ in webhook.received if path == "/pager"], webhook.received
     finally:
         spire.resume_agent()
     path, alert = webhook.alerts("firing", "SpireAgentWorkloadAPIProbeFailing")[0]
-    assert path == "/pager"
+    assert path == "/ticket"
     labels = alert["labels"]
-    assert labels["severity"] == "critical" and labels["node"] == "test-node" and labels["cluster"] == "test"
+    assert labels["severity"] == "warning" and labels["node"] == "test-node" and labels["cluster"] == "test"
     assert labels["job"] == "spire-health-exporter" and labels["rpc"] in {
         "fetch_x509_svid", "fetch_x509_bundles", "fetch_jwt_svid", "fetch_jwt_bundles", "validate_jwt_svid",
     }  # fmt: skip
@@ -136,16 +130,8 @@ def test_dashboards_rules_and_alert_delivery(stack) -> None:
     assert notes["runbook_url"].startswith("https://") and notes["runbook_url"].endswith(
         "/docs/runbooks.md#spireagentworkloadapiprobefailing"
     )
-    path, alert = webhook.alerts("firing", "SpireAgentWorkloadAPIDeadlineExceeded")[0]
-    assert path == "/pager" and alert["labels"]["severity"] == "critical"
-    assert re.match(
-        r"^\d+(\.\d+)?% of Workload API probes on node test-node ran into",
-        alert["annotations"]["description"],
-    )
 
-    # The warning reached Alertmanager but not a receiver; the process still runs, so nothing
-    # inhibits the criticals above.
-    assert not webhook.alerts("firing", "SpireAgentNotServing")
+    # The process still ran: a frozen agent is not a stopped one.
     assert not webhook.alerts("firing", "SpireAgentDown")
 
     # Resuming the agent resolves the probe-failure alert.
@@ -153,7 +139,7 @@ def test_dashboards_rules_and_alert_delivery(stack) -> None:
     while not webhook.alerts("resolved", "SpireAgentWorkloadAPIProbeFailing"):
         assert time.monotonic() < deadline, "the probe-failure alert never resolved"
         time.sleep(0.5)
-    assert webhook.alerts("resolved", "SpireAgentWorkloadAPIProbeFailing")[0][0] == "/pager"
+    assert webhook.alerts("resolved", "SpireAgentWorkloadAPIProbeFailing")[0][0] == "/ticket"
 
     # SPIRE reports SVIDs due for renewal only when a sync finds one: wait for the first.
     deadline = time.monotonic() + 120
@@ -173,10 +159,14 @@ def test_dashboards_rules_and_alert_delivery(stack) -> None:
         for title, expr in queries:
             answer = prom.query(fill(expr, node))
             assert answer["status"] == "success", (name, title)
+            if "node_rpc:spire_health_probes_failed" in expr:
+                continue  # only failing nodes have this series, and the agent runs again
             assert answer["data"]["result"], (
                 f"{name}: panel {title!r} returned no data for {fill(expr, node)}"
             )
         for variable in dashboard["templating"]["list"][1:]:
+            if variable["type"] == "constant":
+                continue
             label = variable["name"]
             match = re.match(r"label_values\((.*), (\w+)\)$", variable["query"])
             assert match and match.group(2) == label

@@ -49,7 +49,8 @@ def test_healthy_path(healthy_spire) -> None:
             assert count and count >= 1
             assert 0 < total / count < 0.8, f"{rpc} mean latency {total / count}"
             assert get(s, P + "probes_total", rpc=rpc, code="OK") == count
-            assert get(s, P + "probe_last_success_timestamp_seconds", rpc=rpc) > time.time() - 10
+            assert get(s, P + "probe_last_attempt_timestamp_seconds", rpc=rpc) > time.time() - 10
+            assert get(s, P + "probe_success", rpc=rpc) == 1
         assert get(s, "spire_health_agent_grpc_health_serving") == 1
         assert get(s, "spire_health_agent_http_health_status", check="live") == 1
 
@@ -77,9 +78,13 @@ def test_healthy_path(healthy_spire) -> None:
         cas = x509.load_pem_x509_certificates(spire.bundle_pem().encode())
         td = spire.trust_domain
         assert get(s, "spire_health_trust_bundle_certificates", trust_domain=td) == len(cas)
-        assert get(s, "spire_health_trust_bundle_expiry_timestamp_seconds", trust_domain=td) == min(
-            c.not_valid_after_utc.timestamp() for c in cas
-        )
+        newest = max(cas, key=lambda c: c.not_valid_after_utc)
+        latest = ("latest_expiry", newest.not_valid_after_utc), ("latest_issued", newest.not_valid_before_utc)
+        for name, when in latest:
+            assert (
+                get(s, f"spire_health_trust_bundle_{name}_timestamp_seconds", trust_domain=td)
+                == when.timestamp()
+            )
         jwks = json.loads(spire.server_cli("bundle", "show", "-format", "spiffe"))
         jwt_keys = [k for k in jwks["keys"] if k.get("use") == "jwt-svid"]
         assert get(s, "spire_health_jwt_bundle_keys", trust_domain=td) == len(jwt_keys) >= 1

@@ -120,7 +120,7 @@ def every_series() -> dict[str, str]:
     (counters with _total) and its type."""
     state = State()
     for spec in registered():
-        state.probes.register(spec.name, spec.codes, 5.0, 15.0)
+        state.probes.register(spec.name)
         state.record(ProbeResult(spec.name, "OK", 0.01))
     state.record(
         ProbeResult("fetch_x509_svid", "OK", 0.01, facts=(SvidInfo("x509", "spiffe://td/a", 1, 2e9, "1"),))
@@ -129,7 +129,7 @@ def every_series() -> dict[str, str]:
         ProbeResult("fetch_jwt_svid", "OK", 0.01, facts=(SvidInfo("jwt", "spiffe://td/a", 1, 2e9, "j"),))
     )
     state.record(
-        ProbeResult("fetch_x509_bundles", "OK", 0.01, facts=(BundleInfo("x509", "td", 1, 2e9, 2e9),))
+        ProbeResult("fetch_x509_bundles", "OK", 0.01, facts=(BundleInfo("x509", "td", 1, 2e9, 1e9),))
     )
     state.record(ProbeResult("fetch_jwt_bundles", "OK", 0.01, facts=(BundleInfo("jwt", "td", 1, None),)))
     state.identities.record_watch([SvidInfo("x509", "spiffe://td/a", 1, 2e9, "1")])

@@ -51,7 +51,7 @@ def test_jwt_and_x509_ids_share_the_cap_and_each_kind_replaces_only_its_own() ->
 
 def test_trust_domains_over_the_cap_are_counted_as_the_current_number() -> None:
     state = State(max_trust_domains=2)
-    bundles = tuple(BundleInfo("x509", f"td{i}", 1, 1e10) for i in range(5))
+    bundles = tuple(BundleInfo("x509", f"td{i}", 1, 1e10, 1e9) for i in range(5))
     state.record(ProbeResult("fetch_x509_bundles", "OK", 0.01, facts=bundles))
     assert state.identities.snapshot().dropped_trust_domains == 3
     state.record(ProbeResult("fetch_x509_bundles", "OK", 0.01, facts=bundles[:2]))

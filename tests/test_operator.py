@@ -45,7 +45,9 @@ SCRAPE = 5  # seconds: the monitors' interval and the Prometheus' evaluation int
 GROUP_WAIT = 1  # seconds: the example's group_wait, shortened as harness/prom_stack.py does
 # The shipped rules, with windows of a few scrapes and short for:, set through chart values.
 TUNED = {
-    "SpireAgentWorkloadAPIProbeFailing": {"window": "20s", "for": "5s"},
+    # Critical here, a warning by default: the test shows the per-alert severity value at work
+    # and the pager path; a single node of the default rules opens a ticket.
+    "SpireAgentWorkloadAPIProbeFailing": {"window": "20s", "for": "5s", "severity": "critical"},
     "SpireAgentWorkloadAPIDeadlineExceeded": {"window": "30s", "for": "5s"},
     "SpireAgentNotServing": {"for": "5s"},
     "SpireHealthExporterNoRegistrationEntry": {"window": "30s", "for": "5s"},
@@ -194,10 +196,7 @@ def test_a_frozen_agent_pages_through_alertmanager_within_the_promised_time(oper
     # What the rules promise: the window has to hold only failures, then for:; plus a scrape, an
     # evaluation to go pending and one to go firing, Alertmanager's group_wait, and the probe's
     # own interval and deadline. The agent's liveness probe (60 s) would restart it after that.
-    failing, deadline = (
-        TUNED["SpireAgentWorkloadAPIProbeFailing"],
-        TUNED["SpireAgentWorkloadAPIDeadlineExceeded"],
-    )
+    failing = TUNED["SpireAgentWorkloadAPIProbeFailing"]
     promise = (
         duration_seconds(failing["window"]) + duration_seconds(failing["for"]) + 3 * SCRAPE + GROUP_WAIT + 3
     )
@@ -206,12 +205,9 @@ def test_a_frozen_agent_pages_through_alertmanager_within_the_promised_time(oper
     started = time.monotonic()
     try:
         wait_until(
-            lambda: (
-                delivered(operator, "firing", "SpireAgentWorkloadAPIProbeFailing")
-                and delivered(operator, "firing", "SpireAgentWorkloadAPIDeadlineExceeded")
-            ),
+            lambda: delivered(operator, "firing", "SpireAgentWorkloadAPIProbeFailing"),
             promise + 60,
-            "the pages",
+            "the page",
             interval=1,
         )
         paged = time.monotonic() - started
@@ -219,7 +215,6 @@ def test_a_frozen_agent_pages_through_alertmanager_within_the_promised_time(oper
         os.kill(pid, signal.SIGCONT)
     print(f"\nagent frozen -> paged in {paged:.0f} s (promised {promise} s)")
     assert paged <= promise, (paged, promise)
-    assert duration_seconds(deadline["window"]) + duration_seconds(deadline["for"]) <= promise
     path, alert = delivered(operator, "firing", "SpireAgentWorkloadAPIProbeFailing")[0]
     labels, notes = alert["labels"], alert["annotations"]
     assert path == "/pager" and labels["severity"] == "critical" and labels["node"] == NODE

@@ -79,5 +79,5 @@ def test_it_is_scheduled_and_exported_with_its_own_code_and_series(registered, f
             "the registered probe to run and fail with its own code",
         )
         assert s[("spire_health_probes_total", (("code", "OK"), ("rpc", NAME)))] == 0
-        assert s[("spire_health_probe_timeout_seconds", (("rpc", NAME),))] == 0.8
+        assert s[("spire_health_probe_success", (("rpc", NAME),))] == 0
         assert s[("spire_health_test_counted_svids", ())] == 0  # a failed answer hands over no facts

@@ -42,9 +42,9 @@ class IdentityCollector(Collector):
         certs = GaugeMetricFamily(
             "spire_health_trust_bundle_certificates", "CA certificates in the X.509 trust bundle.", labels=td
         )
-        ca_expiry = GaugeMetricFamily(
-            "spire_health_trust_bundle_expiry_timestamp_seconds",
-            "Unix time at which the earliest CA certificate in the X.509 trust bundle expires.",
+        ca_issued = GaugeMetricFamily(
+            "spire_health_trust_bundle_latest_issued_timestamp_seconds",
+            "Unix time from which the newest CA certificate in the X.509 trust bundle is valid.",
             labels=td,
         )
         ca_latest = GaugeMetricFamily(
@@ -56,13 +56,12 @@ class IdentityCollector(Collector):
         for (kind, name), bundle in sorted(snap.bundles.items()):
             if kind == "x509":
                 certs.add_metric([name], bundle.items)
-                if bundle.earliest_expiry is not None:
-                    ca_expiry.add_metric([name], bundle.earliest_expiry)
-                if bundle.latest_expiry is not None:
+                if bundle.latest_expiry is not None and bundle.latest_issued is not None:
                     ca_latest.add_metric([name], bundle.latest_expiry)
+                    ca_issued.add_metric([name], bundle.latest_issued)
             else:
                 keys.add_metric([name], bundle.items)
-        yield from (expiry, issued, rotations, certs, ca_expiry, ca_latest, keys)
+        yield from (expiry, issued, rotations, certs, ca_latest, ca_issued, keys)
         yield one(
             GaugeMetricFamily,
             "spire_health_spiffe_ids_over_limit",

@@ -32,11 +32,14 @@ class ProbeSpec(Generic[S]):
     summary: str  # one line for docs/configuration.md
     make: Callable[[], Probe[S]]  # a fresh probe; one that keeps state between runs is an object
     settings: type[S] = ProbeSettings  # type: ignore[assignment]
-    codes: tuple[str, ...] = ()  # failure codes of its own, shown at zero from the start
+    codes: tuple[str, ...] = ()  # failure codes of its own, for the docs
     # Series of its own, from its latest result (None before the first): families always, samples when known.
     series: Callable[[ProbeResult | None], Iterator[Metric]] | None = None
     # Settings that depend on other probes' (may raise ConfigError).
     settle: Callable[[S, Mapping[str, ProbeSettings]], S] | None = None
+    # Whether its latency histogram is exported: it costs a series per bucket on every node, so
+    # only where a panel or an alert reads it.
+    latency: bool = True
 
     def build(self) -> Callable[[WorkloadClient, S], ProbeResult]:
         """The probe, guarded: whatever it raises becomes an EXPORTER_ERROR result, never an exception."""

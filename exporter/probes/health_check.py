@@ -44,5 +44,10 @@ def series(latest: ProbeResult | None) -> Iterator[Metric]:
 
 
 SPEC: ProbeSpec[ProbeSettings] = ProbeSpec(
-    NAME, "grpc.health.v1 Check on the agent socket.", stateless(probe), codes=(NOT_SERVING,), series=series
+    NAME,
+    "grpc.health.v1 Check on the agent socket.",
+    stateless(probe),
+    codes=(NOT_SERVING,),
+    series=series,
+    latency=False,  # the agent's liveness; how fast it answers is the Workload API probes' figure
 )

@@ -10,31 +10,25 @@ import bisect
 import logging
 from dataclasses import dataclass, replace
 
-from exporter.answers import INVALID_RESPONSE
 from exporter.logs import event
-from exporter.result import EXPORTER_ERROR, OK, ProbeResult
+from exporter.result import OK, ProbeResult
 from exporter.store.base import Store
 
-# Present from the start so that rate() and increase() see the first failure.
-INITIAL_CODES = (
-    OK,
-    "DEADLINE_EXCEEDED",
-    "UNAVAILABLE",
-    "PERMISSION_DENIED",
-    INVALID_RESPONSE,
-    EXPORTER_ERROR,
-)
-# Latency buckets (seconds): fine where a healthy agent answers from its cache (1-5 ms), then
-# 1-5-10 steps through server round trips and slow attestation, with 0.5 s (the latency alert's
-# threshold) an edge. Only those below the largest configured deadline can ever fill.
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0)
+# Present from the start so that rate() and increase() see the first deadline; other failure
+# codes appear at their first count. Each series at zero costs every node one series, and
+# across a fleet of thousands the zeros would outnumber everything else.
+INITIAL_CODES = (OK, "DEADLINE_EXCEEDED")
+# Latency buckets (seconds): a healthy agent answers from its cache within 10 ms; 0.1 s is slow;
+# 0.5 s is the latency alert's threshold; 2.5 s is half the default deadline. Few, because each
+# costs a series per RPC on every node. Only those below the largest configured deadline can fill.
+LATENCY_BUCKETS = (0.01, 0.1, 0.5, 2.5, 10.0, 30.0)
 
 log = logging.getLogger("exporter.state")
 
 
 def buckets_up_to(deadline: float) -> tuple[float, ...]:
-    """The latency buckets below `deadline`, then the deadline itself: no bucket stays empty forever."""
-    return (*(b for b in LATENCY_BUCKETS if b < deadline), deadline)
+    """The latency buckets below `deadline`: one at or above it could hold nothing +Inf doesn't."""
+    return tuple(b for b in LATENCY_BUCKETS if b < deadline)
 
 
 Outcome = tuple[str, str]  # (code, reason); reason is "" except for UNAVAILABLE answers
@@ -44,8 +38,6 @@ Outcome = tuple[str, str]  # (code, reason); reason is "" except for UNAVAILABLE
 class RpcStats:
     counts: dict[Outcome, int]
     buckets: list[int]
-    timeout: float | None = None
-    interval: float | None = None
     observations: int = 0
     duration_sum: float = 0.0
     last: ProbeResult | None = None
@@ -58,17 +50,10 @@ class ProbeStore(Store):
         self.buckets = tuple(buckets)
         self._rpcs: dict[str, RpcStats] = {}
 
-    def register(
-        self, rpc: str, extra_codes: tuple[str, ...] = (), timeout: float | None = None,
-        interval: float | None = None,
-    ) -> None:  # fmt: skip
+    def register(self, rpc: str) -> None:
         """Make a probe's series visible at zero before its first run."""
         with self._write():
-            stats = self._stats(rpc)
-            stats.timeout = timeout
-            stats.interval = interval
-            for code in extra_codes:
-                stats.counts.setdefault((code, ""), 0)
+            self._stats(rpc)
 
     def _stats(self, rpc: str) -> RpcStats:
         if rpc not in self._rpcs:
