@@ -56,7 +56,9 @@ ALERTS = [
     # -- pages: one per cluster or trust domain ------------------------------------------------
     Alert(
         "SpireAgentsFailing",
-        "%(failing_share)s",
+        # A server the agents cannot reach fails FetchJWTSVID everywhere once cached tokens
+        # expire: the server's own page says that better, where there is one.
+        "%(failing_share)s unless on (cluster) (%(not_syncing_share)s) unless on (cluster) (%(server_path_share)s)",
         "Workload API failing on many nodes",
         SHARE + " have a Workload API call that every probe in the last %(failing_window)s failed "
         "(at least %(min_nodes)s nodes): a shared cause, such as an agent release, a node image, the "
@@ -64,7 +66,8 @@ ALERTS = [
     ),
     Alert(
         "SpireSVIDsNotRotated",
-        "%(not_rotated_share)s unless on (cluster) (%(server_path_share)s) unless on (cluster) (%(not_syncing_share)s)",
+        "%(not_rotated_share)s unless on (cluster) (%(server_path_share)s) unless on (cluster) (%(not_syncing_share)s) "
+        "unless on (cluster) (%(failing_share)s)",
         "X.509-SVIDs not rotated across the cluster",
         SHARE + " hold an X.509-SVID with less than %(remaining_fraction)s of its lifetime left (at "
         "least %(min_nodes)s nodes): agents cannot renew, so the SPIRE server or the path to it is the "

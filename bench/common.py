@@ -45,17 +45,22 @@ def local_spire() -> Iterator[LocalSpire]:
 
 @contextlib.contextmanager
 def exporter(
-    spire: LocalSpire, *extra: str, config: str | None = None, source: Path | None = None
+    spire: LocalSpire,
+    *extra: str,
+    config: str | None = None,
+    source: Path | None = None,
+    agent_health: bool = True,
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """The exporter as its own process (as deployed), listening on a free loopback port; from
-    `source`, another checkout's tree, instead of this one when given."""
+    `source`, another checkout's tree, instead of this one when given; reading the agent's HTTP
+    health unless `agent_health` is False (a setting a default install doesn't have)."""
     port = free_port()
     args = [
         sys.executable, "-m", "exporter",
         "--spiffe.endpoint-socket", f"unix://{spire.agent_socket}",
         "--web.listen-address", f"127.0.0.1:{port}",
         "--agent.cmdline-pattern", f"{spire.dir}/agent/agent.conf",
-        "--agent.health-url", f"http://127.0.0.1:{spire.health_port}",
+        *(["--agent.health-url", f"http://127.0.0.1:{spire.health_port}"] if agent_health else []),
         "--log.level", "warn",
         *(["--config.file", config] if config else []),
         *extra,

@@ -110,7 +110,7 @@ def _run(
     return done
 
 
-def _find_built(script: str, what: str) -> Path:
+def find_built(script: str, what: str) -> Path:
     done = subprocess.run(
         [str(SCRIPTS / script)], stdout=subprocess.PIPE, stderr=sys.stderr, text=True, check=False
     )
@@ -210,10 +210,10 @@ class Cluster:
         self.dir.mkdir(parents=True)
         for d in (self.pki, self.logs, self.bin):
             d.mkdir()
-        kubernetes = _find_built("build-kubernetes", f"Kubernetes {versions.KUBERNETES}")
+        kubernetes = find_built("build-kubernetes", f"Kubernetes {versions.KUBERNETES}")
         for name in ("kubelet", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"):
             (self.bin / name).symlink_to(kubernetes / name)
-        helm = os.environ.get("HELM_BIN") or shutil.which("helm") or str(_find_built("build-helm", "Helm"))
+        helm = os.environ.get("HELM_BIN") or shutil.which("helm") or str(find_built("build-helm", "Helm"))
         (self.bin / "helm").symlink_to(helm)
         images = self._images()
         self._pki()
@@ -414,7 +414,7 @@ class Cluster:
         latter configured by `alertmanager_config`), PodMonitors for SPIRE's telemetry and a
         webhook receiver at WEBHOOK_URL (harness/k8s/monitoring.yaml)."""
         started = time.monotonic()
-        operator = _find_built(
+        operator = find_built(
             "build-prometheus-operator", f"prometheus-operator {versions.PROMETHEUS_OPERATOR}"
         )
         alertmanager = shutil.which("prometheus-alertmanager")

@@ -82,17 +82,29 @@ class Alertmanager:
     """A real Alertmanager configured from the shipped example, its receivers pointed at
     `webhook` and its group waits shortened to 1 s; routes, grouping and inhibitions as shipped."""
 
-    def __init__(self, workdir: Path, webhook: Webhook) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        webhook: Webhook,
+        prefix: str = "",
+        inhibitions: bool = True,
+        timing: tuple[str, str] = ("1s", "1s"),
+    ) -> None:
+        """`prefix` goes before each receiver's path; `inhibitions` False drops the example's
+        inhibit_rules; `timing` is (group_wait, group_interval)."""
         _, binary = binaries()
         assert binary
         self.dir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         shipped = yaml.safe_load((ROOT / "alerts" / "alertmanager.example.yml").read_text())
-        shipped["route"].update(group_wait="1s", group_interval="1s")
+        shipped["route"].update(group_wait=timing[0], group_interval=timing[1])
+        if not inhibitions:
+            shipped.pop("inhibit_rules")
         for receiver in shipped["receivers"]:
             for hook in receiver.get("webhook_configs", []):
-                hook["url"] = webhook.url + "/" + receiver["name"]
+                hook["url"] = webhook.url + prefix + "/" + receiver["name"]
         (workdir / "alertmanager.yml").write_text(yaml.safe_dump(shipped))
         self.process = _spawn(
             workdir,

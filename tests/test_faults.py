@@ -214,13 +214,25 @@ def test_roundtrip_same_token_twice_is_stale(fake_agent, fake_client) -> None:
     from exporter.probes.jwt_roundtrip import RoundTripProbe
 
     probe = RoundTripProbe()
-    s = settings("fetch_jwt_svid_roundtrip", audience="rt")
-    tokens = iter([fake_agent.jwt_token(["rt"], jti="a"), fake_agent.jwt_token(["rt"], jti="b")])
-    fixed = fake_agent.jwt_token(["rt"], jti="b")
+    # A 5-minute token and a 3-minute interval: one audience, rt/0, asked for every time.
+    s = settings("fetch_jwt_svid_roundtrip", interval=180.0, audience="rt")
+    tokens = iter([fake_agent.jwt_token(["rt/0"], jti="a"), fake_agent.jwt_token(["rt/0"], jti="b")])
+    fixed = fake_agent.jwt_token(["rt/0"], jti="b")
     fake_agent.set("FetchJWTSVID", answer=jwt_answer(fake_agent, lambda aud: next(tokens, fixed)))
     assert probe(fake_client, s).code == "OK"
     assert probe(fake_client, s).code == "OK"  # new jti: minted anew
     assert probe(fake_client, s).code == "STALE_TOKEN"  # same jti and iat as the previous call
+
+
+def test_roundtrip_takes_enough_audiences_in_turn_for_the_token_lifetime() -> None:
+    from exporter.probes.jwt_roundtrip import MAX_AUDIENCES, audiences_needed
+
+    # Each audience must come round only past half the lifetime, when the agent renews.
+    for lifetime, interval in ((300, 180), (3600, 180), (3600, 60), (86400, 180)):
+        n = audiences_needed(lifetime, interval)
+        assert n * interval > lifetime / 2 or n == MAX_AUDIENCES, (lifetime, interval, n)
+        assert (n - 1) * interval <= lifetime / 2, (lifetime, interval, n)
+    assert audiences_needed(300, 180) == 1 and audiences_needed(3600, 180) == 11
 
 
 def test_missing_socket_is_unavailable(tmp_path) -> None:

@@ -1,9 +1,13 @@
 """FetchJWTSVID that the agent can't answer from its cache: agent -> server -> datastore.
 
-The audience is reserved for this probe and the interval exceeds half the JWT-SVID lifetime, so
-the agent's cached token is always due for renewal and must be minted anew by the server. When
-the agent can't reach the server it returns its still-valid cached token instead; a token equal
-to the previous call's is therefore STALE_TOKEN, not success.
+The agent caches a JWT-SVID per audience and renews it only past half its lifetime. So each run
+asks for one of a few audiences reserved for this probe ("<audience>/0", "/1", ...), taken in
+turn, and as many as it takes for each to come round again only after half the token's lifetime,
+which the first answer tells: one at the default 5-minute TTL and a 3-minute interval, eleven at
+the 1-hour TTL SPIRE's hardened chart sets. Every call then finds the agent's cached token due
+and must be minted anew by the server. When the agent can't reach the server it returns its
+still-valid cached token instead; a token equal to the one the same audience got last time is
+therefore STALE_TOKEN, not success.
 """
 
 from __future__ import annotations
@@ -45,7 +49,8 @@ class RoundTripSettings(AudienceSettings):
     )
     audience: str = audience_setting(
         "spire-health-exporter/roundtrip",
-        "Audience reserved for this probe; it must differ from fetch_jwt_svid's.",
+        "Audience prefix reserved for this probe (it asks for <audience>/0, /1, ...); it must differ "
+        "from fetch_jwt_svid's.",
     )
 
 
@@ -63,32 +68,50 @@ class StaleToken(MalformedAnswer):
     code = STALE_TOKEN
 
 
+# At most this many audiences, so many cached tokens in the agent: a 3-minute interval covers
+# JWT-SVID lifetimes up to about 3 hours.
+MAX_AUDIENCES = 64
+
+
+def audiences_needed(lifetime: float, interval: float) -> int:
+    """Audiences to take in turn so that each comes round only past half the token's lifetime."""
+    return min(MAX_AUDIENCES, max(1, int(lifetime / 2 // interval) + 1))
+
+
 class RoundTripProbe:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._previous: SvidInfo | None = None
+        self._previous: dict[str, SvidInfo] = {}  # by audience: at most MAX_AUDIENCES
+        self._audiences = 1
+        self._runs = 0
         self._warned = False
 
     def __call__(self, client: WorkloadClient, settings: RoundTripSettings) -> ProbeResult:
         with self._lock:
-            audience = [settings.audience]
+            audience = f"{settings.audience}/{self._runs % self._audiences}"
+            self._runs += 1
             return timed(
-                NAME, lambda: client.fetch_jwt_svid(audience, settings.timeout), self._judge(settings)
+                NAME,
+                lambda: client.fetch_jwt_svid([audience], settings.timeout),
+                self._judge(settings, audience),
             )
 
     def _judge(
-        self, settings: RoundTripSettings
+        self, settings: RoundTripSettings, audience: str
     ) -> Callable[[workload_pb2.JWTSVIDResponse], Sequence[object]]:
         def judge(answer: workload_pb2.JWTSVIDResponse) -> Sequence[object]:
-            svid = jwt_svids(answer, [settings.audience], time.time())[0]
-            previous, self._previous = self._previous, svid
+            svid = jwt_svids(answer, [audience], time.time())[0]
+            previous = self._previous.get(audience)
+            self._previous[audience] = svid
             lifetime = svid.expiry - svid.issued
-            if not self._warned and lifetime > 0 and settings.interval <= lifetime / 2:
+            if lifetime > 0:
+                self._audiences = audiences_needed(lifetime, settings.interval)
+            if not self._warned and self._audiences * settings.interval <= lifetime / 2:
                 self._warned = True
                 event(
                     log,
                     logging.WARNING,
-                    "round-trip interval too short: the agent may answer from cache",
+                    "round-trip interval too short for the JWT-SVID lifetime: answers may come from cache",
                     interval_seconds=settings.interval,
                     jwt_lifetime_seconds=lifetime,
                 )
