@@ -208,10 +208,23 @@ def _shared(c: dict[str, Any]) -> tuple[dict[str, str], list[dict[str, str]]]:
     )
     ns = a["SpireAgentsNotSyncing"]
     not_syncing = record(
-        "cluster:spire_agent_sync_failing:count",
+        "cluster:spire_agents_sync_failing:count",
         f"count by (cluster) (count by ({per_node}) ({sync_failing}))",
     )
-    agents = record("cluster:spire_agent_nodes:count", f"count by (cluster) (up{{{agent_sel}}})")
+    agents = record("cluster:spire_agents:count", f"count by (cluster) (up{{{agent_sel}}})")
+    # The fleet dashboard's row of SPIRE's own agent telemetry, per cluster.
+    record(
+        "cluster_status:spire_agent_manager_sync_fetch_entries_updates:rate5m",
+        f"sum by (cluster, status) (rate(spire_agent_manager_sync_fetch_entries_updates{{{agent_sel}}}[5m]))",
+    )
+    record(
+        "cluster:spire_agent_lru_cache_svid_map_size:sum",
+        f"sum by (cluster) (spire_agent_lru_cache_svid_map_size{{{agent_sel}}})",
+    )
+    record(
+        "cluster:spire_agent_cache_manager_expiring_svids_sum:rate5m",
+        f"sum by (cluster) (rate(spire_agent_cache_manager_expiring_svids_sum{{{agent_sel}}}[5m]))",
+    )
     not_syncing_share = share(not_syncing, agents, ns["fraction"], ns["min_nodes"])
 
     container = c["agent_container_selector"]

@@ -270,6 +270,23 @@ def _stats(answer: dict[str, Any]) -> int:
     return int(answer["data"]["stats"]["samples"]["totalQueryableSamples"])
 
 
+def _seconds(answer: dict[str, Any]) -> float:
+    return float(answer["data"]["stats"]["timings"]["evalTotalTime"])
+
+
+# The ranges a fleet dashboard is read at, and Grafana's step for each: the range over about
+# 1,000 points, never finer than the scrape interval.
+RANGES = {"6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400}
+
+
+def _range_query(stack: Stack, expr: str, seconds: int) -> dict[str, Any]:
+    now = time.time()
+    step = max(CHART_SCRAPE_INTERVAL, seconds / 1000)
+    params = {"query": expr, "start": now - seconds, "end": now, "step": step, "stats": "all"}
+    answer: dict[str, Any] = get_json(stack.url + "/api/v1/query_range?" + urllib.parse.urlencode(params))
+    return answer
+
+
 def measure(stack: Stack, rules: Path) -> dict[str, Any]:
     def value(expr: str) -> float:
         return float(stack.query(expr)["data"]["result"][0]["value"][1])
@@ -286,8 +303,18 @@ def measure(stack: Stack, rules: Path) -> dict[str, Any]:
     for panel in board["panels"]:
         for target in panel.get("targets", []):
             expr = _fill(target["expr"])
-            samples = _stats(stack.query(expr, stats="all"))
-            queries.append((panel["title"], bool(target.get("instant")), samples))
+            instant = stack.query(expr, stats="all")
+            row: dict[str, Any] = {
+                "panel": panel["title"],
+                "instant": bool(target.get("instant")),
+                "samples": _stats(instant),
+                "seconds": _seconds(instant),
+            }
+            if not target.get("instant"):
+                for name, seconds in RANGES.items():
+                    answer = _range_query(stack, expr, seconds)
+                    row[name] = (_stats(answer), _seconds(answer))
+            queries.append(row)
     return {
         "targets": int(value('count(up{job="spire-health-exporter"})')),
         "head_series": int(value("prometheus_tsdb_head_series")),
@@ -328,7 +355,12 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(figures, indent=1))
     print(json.dumps({k: v for k, v in figures.items() if k not in ("rules", "queries")}, indent=1))
     print(table(["rule", "samples"], figures["rules"]))
-    print(table(["panel", "instant", "samples"], figures["queries"]))
+    print(
+        table(
+            ["panel", "instant", "samples"],
+            [[q["panel"], q["instant"], q["samples"]] for q in figures["queries"]],
+        )
+    )
     return 0
 
 

@@ -408,16 +408,20 @@ def spire_panels(by: str, fleet: bool) -> list[Panel]:
             "SpireAgentRestarting",
             w=6,
         )
+    # The fleet reads per-cluster recordings of the agents' telemetry, the node its raw series.
+    if fleet:
+        syncs = f"cluster_status:spire_agent_manager_sync_fetch_entries_updates:rate5m{{{SERVER_SEL}}}"
+        cached = f"cluster:spire_agent_lru_cache_svid_map_size:sum{{{SERVER_SEL}}}"
+        expiring = f"cluster:spire_agent_cache_manager_expiring_svids_sum:rate5m{{{SERVER_SEL}}}"
+    else:
+        syncs = f"sum by ({by}, status) ({rate('spire_agent_manager_sync_fetch_entries_updates', AGENT_SEL)})"
+        cached = f"sum by ({by}) (spire_agent_lru_cache_svid_map_size{{{AGENT_SEL}}})"
+        expiring = f"sum by ({by}) ({rate('spire_agent_cache_manager_expiring_svids_sum', AGENT_SEL)})"
     return [
         panel(
             timeseries.Panel,
             "Agent syncs with the server",
-            [
-                (
-                    f"sum by ({by}, status) ({rate('spire_agent_manager_sync_fetch_entries_updates', AGENT_SEL)})",
-                    legend + " {{status}}",
-                )
-            ],
+            [(syncs, legend + " {{status}}")],
             "ops",
             "The agents' entry syncs with the SPIRE server per second, by status (every 5 s per agent when "
             "healthy). Anything but OK without OK is the agent cut off from the server.",
@@ -427,13 +431,7 @@ def spire_panels(by: str, fleet: bool) -> list[Panel]:
         panel(
             timeseries.Panel,
             "SVIDs in agent caches",
-            [
-                (f"sum by ({by}) (spire_agent_lru_cache_svid_map_size{{{AGENT_SEL}}})", legend + " cached"),
-                (
-                    f"sum by ({by}) ({rate('spire_agent_cache_manager_expiring_svids_sum', AGENT_SEL)})",
-                    legend + " found expiring/s",
-                ),
-            ],
+            [(cached, legend + " cached"), (expiring, legend + " found expiring/s")],
             "short",
             "SVIDs the agents hold for workloads, and how many each sync finds due for renewal (per second). "
             "Expiring SVIDs that stay high mean renewals are not getting through.",

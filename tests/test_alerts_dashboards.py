@@ -213,3 +213,17 @@ def test_the_fleet_dashboard_scales_to_thousands_of_nodes() -> None:
             grouped = re.findall(r"by \(([^)]*)\)", t["expr"])
             assert not any("node" in g.split(", ") for g in grouped), (p["title"], t["expr"])
             assert "{{node}}" not in t["legendFormat"], p["title"]
+
+
+def test_every_recording_rule_is_read_by_an_alert_a_recording_or_a_panel() -> None:
+    """A recording nothing reads costs a series per node or cluster for nothing."""
+    groups = yaml.safe_load((ROOT / "alerts" / "spire-health-exporter.rules.yml").read_text())["groups"]
+    rules = [r for g in groups for r in g["rules"]]
+    boards = "".join(
+        (ROOT / "dashboards" / n).read_text() for n in ("spire-health-fleet.json", "spire-health-node.json")
+    )
+    for rule in rules:
+        if "record" not in rule:
+            continue
+        readers = [r["expr"] for r in rules if r is not rule]
+        assert any(rule["record"] in expr for expr in readers) or rule["record"] in boards, rule["record"]

@@ -149,6 +149,12 @@ def test_dashboards_rules_and_alert_delivery(stack) -> None:
         assert time.monotonic() < deadline, "the agent never reported an SVID due for renewal"
         time.sleep(1)
     time.sleep(2)  # and one more scrape, so rate() has two samples
+    # The fleet dashboard reads it through a recording rule, one evaluation later.
+    wait_until(
+        lambda: prom.query("cluster:spire_agent_cache_manager_expiring_svids_sum:rate5m")["data"]["result"],
+        30,
+        "the recording of expiring SVIDs",
+    )
 
     # Every query of every panel, and every variable, returns data.
     for name in ("spire-health-fleet.json", "spire-health-node.json"):
