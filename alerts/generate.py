@@ -240,6 +240,7 @@ def _shared(c: dict[str, Any]) -> tuple[dict[str, str], list[dict[str, str]]]:
         "failing_window": str(fw),
         "failing_share": failing_share,
         "agent_down": agent_down,
+        "no_entry": f"{denied} > 0",
         "error_ratio": error_ratio,
         "slow": slow,
         "observed": observed,
@@ -292,6 +293,17 @@ def _params(c: dict[str, Any], name: str, shared: dict[str, str]) -> dict[str, A
         params["attestation_failed"] = (
             'sum without (code, reason) (increase(spire_health_probes_total{%s, reason="%s"}[%s]))'
             % (c["selector"], OWN_REASON["SpireAgentWorkloadAttestationFailing"], attestation["window"])
+        )
+    if name == "SpireAgentRestarting":
+        params["restarts_seen"] = (
+            "changes(spire_health_agent_process_start_time_seconds{%(sel)s}[%(window)s]) >= %(restarts)s"
+            % params
+        )
+        params["restarts_ksm"] = (
+            "sum by (cluster, namespace, pod, container, node) (increase(kube_pod_container_status_restarts_total"
+            "{%(ksm_sel)s, %(agent_container_sel)s}[%(window)s]) * on (namespace, pod) group_left (node) "
+            "max by (namespace, pod, node) (kube_pod_info{%(ksm_sel)s, %(agent_pod_sel)s})) >= %(restarts)s"
+            % params
         )
     if name == "SpireHealthExporterNoRegistrationEntry":
         params["denied"] = (

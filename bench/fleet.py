@@ -162,7 +162,9 @@ class Stack:
 
 @contextlib.contextmanager
 def running(fleet: Fleet, rules: Path, scrape: float, group: tuple[float, float]) -> Iterator[Stack]:
-    logging.getLogger("exporter").setLevel(logging.ERROR)  # every failing node would log its failure
+    quiet = logging.getLogger("exporter")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # every failing node would log its failure
     with tempfile.TemporaryDirectory(prefix="fleet-") as tmp:
         fleet.start()
         try:
@@ -173,6 +175,7 @@ def running(fleet: Fleet, rules: Path, scrape: float, group: tuple[float, float]
                 stack.stop()
         finally:
             fleet.stop()
+            quiet.setLevel(level)
 
 
 def notifications(webhook: Webhook, cluster_prefix: str) -> dict[str, dict[str, Any]]:

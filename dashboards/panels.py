@@ -539,15 +539,11 @@ def node_rows() -> Rows:
         ),
         panel(
             timeseries.Panel,
-            "Time since last success",
-            [
-                (
-                    f"time() - max by (rpc) (spire_health_probe_last_success_timestamp_seconds{{{SEL}}})",
-                    "{{rpc}}",
-                )
-            ],
-            "s",
-            "Seconds since each RPC last succeeded; with the default 15 s interval it stays under about 20 s.",
+            "Latest result by RPC",
+            [(f"max by (rpc) (spire_health_probe_success{{{SEL}}})", "{{rpc}}")],
+            "short",
+            "1 while each RPC's latest probe succeeded, 0 while it failed: the line drops for as long as "
+            "the RPC fails.",
             "SpireAgentWorkloadAPIProbeFailing",
         ),
     ]

@@ -110,8 +110,12 @@ def test_dashboards_rules_and_alert_delivery(stack) -> None:
         time.sleep(3)  # two more evaluations
         held_back = 'ALERTS{alertname=~"SpireAgentWorkloadAPIDeadlineExceeded|SpireAgentNotServing"}'
         assert not prom.query(held_back)["data"]["result"], prom.query(held_back)
-        # One node is not a shared cause: nothing pages.
-        assert not [path for path, _ in webhook.received if path == "/pager"], webhook.received
+        # One node is not a shared cause, so no node alert pages; but this cluster has one node,
+        # whose failures are all of its probes: its error budget burns, and that may page.
+        paged = {
+            a["labels"]["alertname"] for path, p in webhook.received if path == "/pager" for a in p["alerts"]
+        }
+        assert paged <= {"SpireWorkloadAPIErrorBudgetBurnFast"}, paged
     finally:
         spire.resume_agent()
     path, alert = webhook.alerts("firing", "SpireAgentWorkloadAPIProbeFailing")[0]

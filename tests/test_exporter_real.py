@@ -168,7 +168,7 @@ def test_deleted_entry_is_permission_denied(healthy_spire) -> None:
         spire.entry_id = None
         running.wait_for(
             lambda s: all(
-                get(s, P + "probes_total", rpc=rpc, code="PERMISSION_DENIED") >= 1
+                (get(s, P + "probes_total", rpc=rpc, code="PERMISSION_DENIED") or 0) >= 1
                 and get(s, P + "probe_success", rpc=rpc) == 0
                 for rpc in ("fetch_x509_svid", "fetch_jwt_svid", "fetch_x509_bundles", "fetch_jwt_bundles")
             ),

@@ -161,8 +161,9 @@ def test_every_rule_selects_series_of_the_chart_targets_and_none_fires_while_hea
 
     wait_until(lambda: {r["name"] for r in loaded()} == wanted, 120, "the PrometheusRule loaded")
     wait_until(lambda: all(r["health"] == "ok" for r in loaded()), 60, "every rule evaluated")
-    # kube-state-metrics can't be had here (not served by the Go module proxy).
-    unserved = ("kube_",)
+    # kube-state-metrics can't be had here (not served by the Go module proxy); the agent reports
+    # SVIDs due for renewal only once a sync finds one, which a later test arranges.
+    unserved = ("kube_", "spire_agent_cache_manager_expiring_svids_sum")
     missing = []
     for r in rules:
         for selector in sorted(selectors(r["expr"])):
@@ -289,6 +290,8 @@ def test_spire_telemetry_and_every_dashboard_query_have_data(operator: Cluster) 
         for panel in dashboard["panels"]:
             for target in panel.get("targets", []):
                 expr = fill(target["expr"], node)
+                if "node_rpc:spire_health_probes_failed" in expr:
+                    continue  # only failing nodes have this series
                 if not query(operator, expr):
                     empty.append((name, panel["title"], expr))
     assert not empty, empty
@@ -318,7 +321,7 @@ def test_the_servicemonitor_gives_the_same_job_and_node(operator: Cluster) -> No
     # The rules select the new target's series: the probe alert's own recording rule has data.
     wait_until(
         lambda: query(
-            operator, f'spire:workload_api_probe_errors:ratio_rate15m{{service="{EXPORTER_RELEASE}"}}'
+            operator, f'node:spire_health_probe_errors:ratio_rate15m{{service="{EXPORTER_RELEASE}"}}'
         ),
         120,
         "the rules over the ServiceMonitor's series",
