@@ -38,8 +38,8 @@ from bench.fleet_nodes import CA_STUCK, FROZEN, HEALTHY, NO_ENTRY, Behaviour, Fl
 from harness.local_cluster import find_built
 from harness.local_spire import free_port, stop_process, wait_until
 from harness.paths import ROOT
-from harness.prom_stack import Alertmanager, Webhook, _ready, _spawn, get_json
-from harness.promtext import duration_seconds
+from harness.prom_stack import Alertmanager, Webhook, get_json, ready, spawn
+from harness.promtext import duration_seconds, fill_dashboard_variables
 
 CHART_SCRAPE_INTERVAL = 30.0  # the chart's podMonitor.interval
 PROBE_INTERVAL = 15.0  # the exporter's probes.interval
@@ -134,7 +134,7 @@ class Stack:
             ],
         }
         (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
-        self.process = _spawn(
+        self.process = spawn(
             workdir,
             "prometheus",
             [
@@ -145,7 +145,7 @@ class Stack:
                 f"--rules.alert.resend-delay={max(1.0, scrape):g}s",
             ],
         )
-        wait_until(lambda: _ready(self.url + "/-/ready"), 120, "Prometheus to be ready")
+        wait_until(lambda: ready(self.url + "/-/ready"), 120, "Prometheus to be ready")
 
     def query(self, expr: str, **params: str) -> dict[str, Any]:
         answer: dict[str, Any] = get_json(
@@ -305,7 +305,7 @@ def measure(stack: Stack, rules: Path) -> dict[str, Any]:
     queries = []
     for panel in board["panels"]:
         for target in panel.get("targets", []):
-            expr = _fill(target["expr"])
+            expr = fill_dashboard_variables(target["expr"], ".*", rate_interval="2m")
             instant = stack.query(expr, stats="all")
             row: dict[str, Any] = {
                 "panel": panel["title"],
@@ -327,14 +327,6 @@ def measure(stack: Stack, rules: Path) -> dict[str, Any]:
         "rules": per_rule,
         "queries": queries,
     }
-
-
-def _fill(expr: str) -> str:
-    objective = str(generate.load_config(ROOT / "alerts" / "config.yml")["slo_objective"])
-    return (
-        expr.replace("$cluster", ".*").replace("$job", "spire-health-exporter").replace("$node", ".*")
-        .replace("$__rate_interval", "2m").replace("$slo_objective", objective)
-    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

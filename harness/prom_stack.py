@@ -65,12 +65,12 @@ class Webhook:
         self.server.server_close()
 
 
-def _spawn(workdir: Path, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+def spawn(workdir: Path, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
     with open(workdir / f"{name}.log", "wb") as log:
         return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 
-def _ready(url: str) -> bool:
+def ready(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as r:
             return bool(r.status == 200)
@@ -106,7 +106,7 @@ class Alertmanager:
             for hook in receiver.get("webhook_configs", []):
                 hook["url"] = webhook.url + prefix + "/" + receiver["name"]
         (workdir / "alertmanager.yml").write_text(yaml.safe_dump(shipped))
-        self.process = _spawn(
+        self.process = spawn(
             workdir,
             "alertmanager",
             [
@@ -118,7 +118,7 @@ class Alertmanager:
             ],
         )
         try:
-            wait_until(lambda: _ready(self.url + "/-/ready"), 60, "Alertmanager to be ready")
+            wait_until(lambda: ready(self.url + "/-/ready"), 60, "Alertmanager to be ready")
         except BaseException:
             self.stop()
             raise
@@ -180,7 +180,7 @@ class PromStack:
                 }
             )
         )
-        self.prometheus = _spawn(
+        self.prometheus = spawn(
             workdir,
             "prometheus",
             [
@@ -192,7 +192,7 @@ class PromStack:
             ],
         )
         self.url = f"http://127.0.0.1:{self.prom_port}"
-        wait_until(lambda: _ready(self.url + "/-/ready"), 60, "Prometheus to be ready")
+        wait_until(lambda: ready(self.url + "/-/ready"), 60, "Prometheus to be ready")
 
     def query(self, expr: str) -> dict[str, Any]:
         answer: dict[str, Any] = get_json(

@@ -1,10 +1,14 @@
-"""Reading what Prometheus speaks: the text exposition format and its durations."""
+"""Reading what Prometheus speaks: the text exposition format, its durations, and dashboard
+queries with their variables filled in."""
 
 from __future__ import annotations
 
 import re
 
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
+
+from harness.paths import ROOT
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -34,3 +38,14 @@ def duration_seconds(text: str) -> float:
     if not parts or "".join(n + u for n, u in parts) != text:
         raise ValueError(f"{text!r} is not a Prometheus duration")
     return sum(int(n) * _DURATION_UNITS[u] for n, u in parts)
+
+
+def fill_dashboard_variables(expr: str, node: str, rate_interval: str = "1m", range_: str = "5m") -> str:
+    """A dashboard query as Grafana sends it for every cluster, the exporter's job and `node`,
+    with the SLO objective the rules use."""
+    objective = str(yaml.safe_load((ROOT / "alerts" / "config.yml").read_text())["slo_objective"])
+    return (
+        expr.replace("$cluster", ".*").replace("$job", "spire-health-exporter").replace("$node", node)
+        .replace("$__rate_interval", rate_interval).replace("$__range", range_)
+        .replace("$slo_objective", objective)
+    )  # fmt: skip

@@ -76,12 +76,9 @@ def spire_names_read() -> set[str]:
 
 
 def fill(expr: str, node: str) -> str:
-    objective = str(yaml.safe_load((ROOT / "alerts" / "config.yml").read_text())["slo_objective"])
-    return (
-        expr.replace("$cluster", ".*").replace("$job", "spire-health-exporter").replace("$node", node)
-        .replace("$__rate_interval", "1m").replace("$__range", "5m")
-        .replace("$slo_objective", objective)
-    )  # fmt: skip
+    from harness.promtext import fill_dashboard_variables
+
+    return fill_dashboard_variables(expr, node)
 
 
 IN_CI = os.environ.get("CI") == "true"
