@@ -19,6 +19,11 @@ from cryptography import x509
 from exporter._proto import workload_pb2
 
 INVALID_RESPONSE = "INVALID_RESPONSE"
+# How far an SVID's start may lie ahead of this node's clock and still count as usable. Verifiers
+# differ: Go's crypto/x509 allows no skew at all (SPIRE backdates notBefore by 10 s for it),
+# go-jose allows a token's iat up to 1 minute ahead. An SVID that starts later than this is one
+# the workloads on this node reject, whatever its signature.
+CLOCK_SKEW_TOLERANCE = 60.0
 # The latest time X.509 can express (9999-12-31T23:59:59Z); a later or negative time is no time.
 LATEST_TIME = 253402300799.0
 
@@ -128,9 +133,19 @@ def _x509_svid(svid: workload_pb2.X509SVID, now: float) -> SvidInfo:
     expiry = _ts(leaf.not_valid_after_utc)
     if expiry <= now:
         raise MalformedAnswer(f"SVID {svid.spiffe_id} has expired")
-    return SvidInfo(
-        "x509", svid.spiffe_id, _ts(leaf.not_valid_before_utc), expiry, format(leaf.serial_number, "x")
-    )
+    issued = _ts(leaf.not_valid_before_utc)
+    _started(f"SVID {svid.spiffe_id}", issued, now)
+    return SvidInfo("x509", svid.spiffe_id, issued, expiry, format(leaf.serial_number, "x"))
+
+
+def _started(what: str, start: float, now: float) -> None:
+    """Reject what starts beyond the skew tolerance: a server clock ahead of this node's."""
+    ahead = start - now
+    if ahead > CLOCK_SKEW_TOLERANCE:
+        raise MalformedAnswer(
+            f"{what} is not valid for another {ahead:.0f}s (clock skew beyond "
+            f"{CLOCK_SKEW_TOLERANCE:.0f}s between the server and this node)"
+        )
 
 
 def _is_ca(cert: x509.Certificate) -> bool:
@@ -240,6 +255,10 @@ def jwt_svid(spiffe_id: str, token: str, audience: list[str], now: float) -> Svi
     if exp <= now:
         raise MalformedAnswer("JWT has expired")
     iat = _time(claims, "iat") if "iat" in claims else exp
+    if "iat" in claims:
+        _started("JWT-SVID", iat, now)
+    if "nbf" in claims:
+        _started("JWT-SVID", _time(claims, "nbf"), now)
     jti = claims.get("jti")
     return SvidInfo(
         "jwt", spiffe_id, iat, exp, str(jti) if isinstance(jti, str) and jti else f"iat:{iat:.0f}"

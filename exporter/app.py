@@ -55,7 +55,7 @@ class Exporter:
         self.state = State(
             config.limits.max_spiffe_ids, config.limits.max_trust_domains, buckets_up_to(deadline)
         )
-        self.client = WorkloadClient(config.endpoint)
+        self.client = WorkloadClient(config.endpoint, deadline, config.watch.keepalive)
         self.monitor = AgentMonitor(config.agent, config.endpoint, self.state.agent)
         self.stop_event = threading.Event()
         jobs = []

@@ -22,14 +22,39 @@ SECURITY_HEADER = (("workload.spiffe.io", "true"),)
 _SERVICE = "/SpiffeWorkloadAPI/"
 _HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 
-# The agent restarts in seconds; grpc's default reconnect backoff grows to two minutes, which
-# would hide a recovered agent from us for far longer than it was down.
-_CHANNEL_OPTIONS = (
-    ("grpc.initial_reconnect_backoff_ms", 200),
-    ("grpc.min_reconnect_backoff_ms", 200),
-    ("grpc.max_reconnect_backoff_ms", 2000),
-    ("grpc.enable_retries", 0),
-)
+# What grpc-go servers such as the agent accept by default: a ping at most every 5 minutes
+# (a client that pings more often is sent GOAWAY "too_many_pings").
+AGENT_MIN_PING_INTERVAL = 300.0
+KEEPALIVE_TIMEOUT = 20.0
+
+
+def channel_options(connect_timeout: float, keepalive: float) -> tuple[tuple[str, int], ...]:
+    """Options of the one channel to the agent.
+
+    The agent restarts in seconds; grpc's default reconnect backoff grows to two minutes, which
+    would hide a recovered agent for far longer than it was down, so it is capped at 2 s. grpc
+    also takes `min_reconnect_backoff` as the least time a connection attempt may take: left
+    short, a handshake slower than it (a starved agent's) fails every call at once with
+    UNAVAILABLE. It is the probes' deadline and a second: a handshake falls under the deadline,
+    and one that never completes ends at the call's deadline (DEADLINE_EXCEEDED, as any hung
+    agent does), not a moment before it as a failed connection.
+    Keepalive pings on open calls find a stream whose agent stopped answering; without them a
+    stalled watch looks quiet until its deadline. Pings go out even when we send no data (the
+    watch sends none), since a stream can stall between rotations.
+    """
+    return (
+        ("grpc.initial_reconnect_backoff_ms", 200),
+        ("grpc.min_reconnect_backoff_ms", round((connect_timeout + 1) * 1000)),
+        ("grpc.max_reconnect_backoff_ms", 2000),
+        ("grpc.enable_retries", 0),
+        ("grpc.keepalive_time_ms", round(keepalive * 1000)),
+        ("grpc.keepalive_timeout_ms", round(min(KEEPALIVE_TIMEOUT, keepalive) * 1000)),
+        # grpc core (1.85) times an unanswered ping by this one, not the keepalive timeout.
+        ("grpc.http2.ping_timeout_ms", round(min(KEEPALIVE_TIMEOUT, keepalive) * 1000)),
+        ("grpc.keepalive_permit_without_calls", 0),
+        ("grpc.http2.max_pings_without_data", 0),
+    )
+
 
 R = TypeVar("R", bound=Message)
 Clock = list[float] | None
@@ -38,9 +63,13 @@ Clock = list[float] | None
 class WorkloadClient:
     """Calls the Workload API; every method takes a timeout in seconds and raises grpc.RpcError."""
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(
+        self, endpoint: str, connect_timeout: float = 5.0, keepalive: float = AGENT_MIN_PING_INTERVAL
+    ) -> None:
         self.endpoint = endpoint
-        self._channel = grpc.insecure_channel(socket_target(endpoint), options=_CHANNEL_OPTIONS)
+        self._channel = grpc.insecure_channel(
+            socket_target(endpoint), options=channel_options(connect_timeout, keepalive)
+        )
         self._lock = threading.Lock()
         self._calls: dict[str, Any] = {}
 

@@ -72,6 +72,11 @@ class Schedule:
 class Watch:
     enabled: bool = boolean(True, "Keep a long-lived FetchX509SVID stream open to count rotations.")
     max_stream_age: float = duration("1h", "The stream's deadline; it is reopened at once when reached.")
+    keepalive: float = duration(
+        "5m",
+        "Time between keepalive pings on an open stream; one unanswered for 20s ends the stream. "
+        "The agent (grpc-go) refuses pings more often than every 5m.",
+    )
 
 
 @dataclass(frozen=True)

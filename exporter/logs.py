@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,38 @@ LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
 
 def event(logger: logging.Logger, level: int, name: str, **fields: Any) -> None:
     logger.log(level, name, extra={"fields": fields})
+
+
+class LogBudget:
+    """Bounds the lines of events whose rate the agent sets (a rotation storm re-sends SVIDs many
+    times a second): per event name, `burst` lines at once, then one every `every` seconds. The
+    next line written says how many were left out (`suppressed=N`); the counters tell the rate.
+    """
+
+    def __init__(
+        self, burst: int = 10, every: float = 6.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.burst, self.every, self._clock = burst, every, clock
+        self._lock = threading.Lock()
+        self._tokens: dict[str, tuple[float, float]] = {}  # name -> (tokens, when counted)
+        self._suppressed: dict[str, int] = {}
+
+    def event(self, logger: logging.Logger, level: int, name: str, **fields: Any) -> None:
+        if not logger.isEnabledFor(level):
+            return
+        with self._lock:
+            now = self._clock()
+            tokens, then = self._tokens.get(name, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + (now - then) / self.every)
+            if tokens < 1:
+                self._tokens[name] = (tokens, now)
+                self._suppressed[name] = self._suppressed.get(name, 0) + 1
+                return
+            self._tokens[name] = (tokens - 1, now)
+            suppressed = self._suppressed.pop(name, 0)
+        if suppressed:
+            fields["suppressed"] = suppressed
+        event(logger, level, name, **fields)
 
 
 def describe(error: BaseException) -> str:

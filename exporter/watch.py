@@ -16,7 +16,7 @@ import grpc
 
 from exporter.answers import MalformedAnswer, x509_svids
 from exporter.client import WatchStream, WorkloadClient
-from exporter.logs import describe, event
+from exporter.logs import LogBudget, describe
 from exporter.probes.base import classify
 from exporter.result import EXPORTER_ERROR
 from exporter.store import State
@@ -36,6 +36,8 @@ class RotationWatch:
         self._lock = threading.Lock()
         self._stream: WatchStream | None = None
         self._broken = False
+        # Every line here is written at the agent's pace, not ours.
+        self._log = LogBudget()
         self._thread = threading.Thread(target=self._run, name="watch-x509", daemon=True)
 
     @property
@@ -73,7 +75,7 @@ class RotationWatch:
             if code == "DEADLINE_EXCEEDED" and time.monotonic() - opened >= self.max_stream_age * 0.99:
                 continue  # aged out on purpose: reopen at once
             if not self._broken:
-                event(log, logging.WARNING, "rotation watch stream broke", code=code, error=message)
+                self._log.event(log, logging.WARNING, "rotation watch stream broke", code=code, error=message)
                 self._broken = True
             self._stop.wait(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF)
@@ -84,7 +86,7 @@ class RotationWatch:
         self.own.job_done(JOB)
         self.own.set_watch_up(True)
         if self._broken:
-            event(log, logging.INFO, "rotation watch stream restored")
+            self._log.event(log, logging.INFO, "rotation watch stream restored")
             self._broken = False
 
     def _follow(self) -> tuple[bool, str, str]:
@@ -99,10 +101,12 @@ class RotationWatch:
                 try:
                     svids = x509_svids(answer, time.time())
                 except MalformedAnswer as e:
-                    event(log, logging.WARNING, "rotation watch got a malformed update", error=str(e))
+                    self._log.event(
+                        log, logging.WARNING, "rotation watch got a malformed update", error=str(e)
+                    )
                 else:
                     for spiffe_id in self.identities.record_watch(svids):
-                        event(log, logging.INFO, "X.509-SVID rotated", spiffe_id=spiffe_id)
+                        self._log.event(log, logging.INFO, "X.509-SVID rotated", spiffe_id=spiffe_id)
                 # Up once an answer has been handled: one that raises ends the stream instead.
                 self._answer_handled()
             return got_message, "OK", "stream ended"

@@ -29,6 +29,7 @@ class Behavior:
     answer: Callable[[Any], Any] | None = None  # request -> message or raw bytes
     never_answer: bool = False
     close_without_message: bool = False
+    resend_every: float = 0.0  # streams: a new answer this often, as in a rotation storm
 
 
 class FakeAgent:
@@ -39,7 +40,15 @@ class FakeAgent:
         self.behaviors: dict[str, Behavior] = {}
         self.calls: dict[str, int] = {}
         self._stop = threading.Event()
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+        # Keepalive pings as often as a test's client sends them (grpc's default refuses pings
+        # more often than every 5 minutes, as the agent does).
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=16),
+            options=(
+                ("grpc.http2.min_ping_interval_without_data_ms", 100),
+                ("grpc.http2.max_ping_strikes", 0),
+            ),
+        )
         methods: dict[str, tuple[bool, Any, Callable[[Any], Any]]] = {
             "FetchX509SVID": (True, workload_pb2.X509SVIDRequest, self.x509_svid),
             "FetchX509Bundles": (True, workload_pb2.X509BundlesRequest, self.x509_bundles),
@@ -150,6 +159,11 @@ class FakeAgent:
             if self.behaviors.get(name, Behavior()).close_without_message:
                 return
             yield first
+            every = self.behaviors.get(name, Behavior()).resend_every
+            end = time.monotonic() + MAX_HANG
+            while every and context.is_active() and not self._stop.is_set() and time.monotonic() < end:
+                time.sleep(every)
+                yield answer(request, context)
             self._hang(context)  # a real agent keeps the stream open for updates
 
         return grpc.unary_stream_rpc_method_handler(
