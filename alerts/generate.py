@@ -225,7 +225,22 @@ def _shared(c: dict[str, Any]) -> tuple[dict[str, str], list[dict[str, str]]]:
         "cluster:spire_agent_cache_manager_expiring_svids_sum:rate5m",
         f"sum by (cluster) (rate(spire_agent_cache_manager_expiring_svids_sum{{{agent_sel}}}[5m]))",
     )
-    not_syncing_share = share(not_syncing, agents, ns["fraction"], ns["min_nodes"])
+    # The same from the agents' Debug API (the opt-in debug_get_info probe), for clusters that
+    # do not scrape SPIRE's own telemetry: either source makes the page.
+    last_sync = f"spire_health_agent_last_sync_success_timestamp_seconds{{{sel}}}"
+    an = a["SpireAgentNotSynced"]
+    sync_age = f"time() - {last_sync} > {an['sync_interval']} * {an['intervals']}"
+    stale = record(
+        "cluster:spire_health_agents_sync_stale:count",
+        f"count by (cluster) (count by ({per_node}) ({sync_age}))",
+    )
+    debug_nodes = record("cluster:spire_health_agents_debug:count", f"count by (cluster) ({last_sync})")
+    not_syncing_share = (
+        f"({share(not_syncing, agents, ns['fraction'], ns['min_nodes'])}) "
+        f"or ({share(stale, debug_nodes, ns['fraction'], ns['min_nodes'])})"
+    )
+    agent_expiry = f"spire_health_agent_svid_expiry_timestamp_seconds{{{sel}}}"
+    agent_svid_left = f"({agent_expiry} - time()) / spire_health_agent_svid_lifetime_seconds{{{sel}}}"
 
     container = c["agent_container_selector"]
     ksm = c["ksm_selector"]
@@ -254,6 +269,9 @@ def _shared(c: dict[str, Any]) -> tuple[dict[str, str], list[dict[str, str]]]:
         "sync_failing": sync_failing,
         "sync_window": str(sw),
         "not_syncing_share": not_syncing_share,
+        "sync_age": sync_age,
+        "stale_intervals": str(an["intervals"]),
+        "agent_svid_left": agent_svid_left,
         "container_oom": container_oom,
         "burn_fast": burn(FAST_BURN, str(c["slo_objective"])),
         "burn_slow": burn(SLOW_BURN, str(c["slo_objective"])),

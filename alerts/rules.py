@@ -85,9 +85,10 @@ ALERTS = [
         "SpireAgentsNotSyncing",
         "%(not_syncing_share)s",
         "SPIRE agents cannot sync with the server",
-        SHARE + " failed every sync with the SPIRE server in the last %(sync_window)s (at least "
-        "%(min_nodes)s nodes, from the agents' own telemetry): they serve cached SVIDs until those "
-        "expire, and new workloads and rotations get nothing.",
+        SHARE + " failed every sync with the SPIRE server in the last %(sync_window)s, or have not "
+        "synced in %(stale_intervals)s sync intervals (at least %(min_nodes)s nodes, from the agents' own "
+        "telemetry or their Debug API): they serve cached SVIDs until those expire, and new workloads "
+        "and rotations get nothing.",
     ),
     Alert(
         "SpireTrustBundleCAExpiringSoon",
@@ -223,6 +224,24 @@ ALERTS = [
         "The SPIRE agent on node %(node)s failed {{ $value | humanize }} syncs with the SPIRE server in the "
         "last %(window)s and none succeeded: it serves cached SVIDs until they expire, and new "
         "workloads and rotations get nothing.",
+    ),
+    Alert(
+        "SpireAgentNotSynced",
+        # The agent's own word (its Debug API, opt-in): a healthy agent syncs every few seconds.
+        "%(sync_age)s unless on (job, instance) (%(agent_down)s) unless on (cluster) (%(not_syncing_share)s)",
+        "SPIRE agent has not synced with the server",
+        "The SPIRE agent on node %(node)s last synced with the SPIRE server {{ $value | humanizeDuration }} "
+        "ago (more than %(intervals)s of its %(sync_interval)ss sync intervals): it serves cached SVIDs until they "
+        "expire, and new workloads and rotations get nothing.",
+    ),
+    Alert(
+        "SpireAgentSVIDNotRenewed",
+        "%(agent_svid_left)s < %(remaining_fraction)s unless on (job, instance) (%(agent_down)s) "
+        "unless on (cluster) (%(not_syncing_share)s)",
+        "SPIRE agent's own SVID not renewed on time",
+        "The SPIRE agent on node %(node)s holds its own SVID with {{ $value | humanizePercentage }} of "
+        "its lifetime left; the agent renews it at about half. When it expires the agent cannot talk "
+        "to the server and must attest again.",
     ),
     Alert(
         "SpireAgentMemoryNearLimit",

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Benchmark 6, series count: the series one exporter exposes, by metric, against the real agent,
 and what they cost Prometheus across a fleet. At the default settings (the budget is 100 per
-node), or with --every-probe: the round trip on and the agent's HTTP health read as well.
+node), or with --every-probe: the round trip and the Debug API probe on, and the agent's HTTP
+health read as well.
 
     .venv/bin/python -m bench.series [--nodes 5000] [--every-probe]
 """
@@ -28,14 +29,16 @@ def main() -> int:
     parser.add_argument("--scrape-interval", type=float, default=30.0)
     parser.add_argument("--every-probe", action="store_true")
     args = parser.parse_args()
-    with tempfile.NamedTemporaryFile("w", suffix=".yml") as cfg:
-        every = args.every_probe
-        cfg.write("probes:\n  fetch_jwt_svid_roundtrip: {enabled: true}\n" if every else "{}\n")
+    every = args.every_probe
+    with tempfile.NamedTemporaryFile("w", suffix=".yml") as cfg, local_spire() as spire:
+        cfg.write(
+            "probes:\n  fetch_jwt_svid_roundtrip: {enabled: true}\n"
+            f"  debug_get_info: {{socket: 'unix://{spire.admin_socket}'}}\n"
+            if every
+            else "{}\n"
+        )
         cfg.flush()
-        with (
-            local_spire() as spire,
-            exporter(spire, config=cfg.name, agent_health=every) as (_p, url),
-        ):
+        with exporter(spire, config=cfg.name, agent_health=every) as (_p, url):
             time.sleep(20)  # every probe ran once: the first cycle is spread over the 15 s interval
             with urllib.request.urlopen(url + "/metrics", timeout=5) as r:
                 text = r.read().decode()

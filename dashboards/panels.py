@@ -552,7 +552,56 @@ def node_rows() -> Rows:
         ("Why is the Workload API slow?", why_slow_panels()),
         ("SPIRE agent", agent_panels()),
         ("SPIRE's own telemetry", spire_panels("node", fleet=False)),
+        ("The agent's own view (Debug API)", debug_panels()),
         ("Identities", identity_panels()),
+    ]
+
+
+def debug_panels() -> list[Panel]:
+    """From the opt-in debug_get_info probe; empty where no admin socket is configured."""
+    expiry = f"max(spire_health_agent_svid_expiry_timestamp_seconds{{{SEL}}})"
+    return [
+        panel(
+            timeseries.Panel,
+            "Time since the agent's last sync",
+            [
+                (
+                    f"time() - max(spire_health_agent_last_sync_success_timestamp_seconds{{{SEL}}})",
+                    "since sync",
+                )
+            ],
+            "s",
+            "How long ago the agent last synced with the SPIRE server, in its own words (GetInfo on the "
+            "admin socket). A healthy agent syncs every few seconds; empty when the exporter has no admin "
+            "socket configured.",
+            "SpireAgentNotSynced",
+            w=8,
+        ),
+        panel(
+            timeseries.Panel,
+            "Agent SVID lifetime left",
+            [
+                (
+                    f"({expiry} - time()) / max(spire_health_agent_svid_lifetime_seconds{{{SEL}}})",
+                    "agent SVID",
+                )
+            ],
+            "percentunit",
+            "Share of its lifetime the agent's own SVID still has. The agent renews it at about 50 %; below "
+            "40 % renewal is stuck and, at 0, the agent must attest again.",
+            "SpireAgentSVIDNotRenewed",
+            w=8,
+            thresholds=LIFETIME_STEPS,
+        ),
+        panel(
+            timeseries.Panel,
+            "SVIDs in the agent's caches",
+            [(f"max by (kind) (spire_health_agent_cached_svids{{{SEL}}})", "{{kind}}")],
+            "short",
+            "X.509-SVIDs, JWT-SVIDs and SVIDStore X.509-SVIDs the agent holds in memory. A sudden drop to 0 "
+            "with workloads still running is an agent that lost its entries.",
+            w=8,
+        ),
     ]
 
 

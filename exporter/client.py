@@ -14,13 +14,14 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import Message
 
-from exporter._proto import health_pb2, workload_pb2
+from exporter._proto import debug_pb2, health_pb2, workload_pb2
 from exporter.endpoint import socket_target
 
 SECURITY_HEADER = (("workload.spiffe.io", "true"),)
 
 _SERVICE = "/SpiffeWorkloadAPI/"
 _HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+_DEBUG_GET_INFO = "/spire.agent.debug.v1.Debug/GetInfo"
 
 # What grpc-go servers such as the agent accept by default: a ping at most every 5 minutes
 # (a client that pings more often is sent GOAWAY "too_many_pings").
@@ -61,7 +62,9 @@ Clock = list[float] | None
 
 
 class WorkloadClient:
-    """Calls the Workload API; every method takes a timeout in seconds and raises grpc.RpcError."""
+    """Calls the agent over one of its sockets: the Workload API and health on the workload
+    socket, the Debug API on the admin socket. Every method takes a timeout in seconds and raises
+    grpc.RpcError."""
 
     def __init__(
         self, endpoint: str, connect_timeout: float = 5.0, keepalive: float = AGENT_MIN_PING_INTERVAL
@@ -171,6 +174,12 @@ class WorkloadClient:
             health_pb2.HealthCheckResponse,
             timeout,
             header=False,  # the health service needs no header, as `spire-agent healthcheck` sends none
+        )
+
+    def debug_get_info(self, timeout: float) -> debug_pb2.GetInfoResponse:
+        """The agent's Debug API (admin socket), which needs no security header."""
+        return self._unary(
+            _DEBUG_GET_INFO, debug_pb2.GetInfoRequest(), debug_pb2.GetInfoResponse, timeout, header=False
         )
 
     def watch_x509_svid(self, timeout: float) -> WatchStream:

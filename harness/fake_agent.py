@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc
 
-from exporter._proto import health_pb2, workload_pb2
+from exporter._proto import debug_pb2, health_pb2, workload_pb2
 from harness.certs import TestCA, jwks, make_jwt
 
 MAX_HANG = 30.0
@@ -60,6 +60,11 @@ class FakeAgent:
         self.server.add_generic_rpc_handlers(
             (
                 grpc.method_handlers_generic_handler("SpiffeWorkloadAPI", handlers),
+                # The admin socket's Debug API, served here on the same socket for fault tests.
+                grpc.method_handlers_generic_handler(
+                    "spire.agent.debug.v1.Debug",
+                    {"GetInfo": self._handler("GetInfo", False, debug_pb2.GetInfoRequest, self.get_info)},
+                ),
                 grpc.method_handlers_generic_handler(
                     "grpc.health.v1.Health",
                     {"Check": self._handler("Check", False, health_pb2.HealthCheckRequest, self.health)},
@@ -122,6 +127,15 @@ class FakeAgent:
         response = workload_pb2.ValidateJWTSVIDResponse(spiffe_id=self.spiffe_id)
         response.claims.update({"sub": self.spiffe_id, "aud": [req.audience]})
         return response
+
+    def get_info(self, _req: Any) -> debug_pb2.GetInfoResponse:
+        now = int(time.time())
+        cert = debug_pb2.GetInfoResponse.Cert(
+            id=debug_pb2.SPIFFEID(trust_domain="fake.test", path="/spire/agent/fake"), expires_at=now + 3600
+        )
+        return debug_pb2.GetInfoResponse(
+            svid_chain=[cert], uptime=60, last_sync_success=now - 2, cached_x509_svids_count=1
+        )
 
     def health(self, _req: Any) -> health_pb2.HealthCheckResponse:
         return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)

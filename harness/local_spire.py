@@ -110,6 +110,8 @@ class LocalSpire:
         self.server_telemetry_port = free_port()
         self.server_socket = self.dir / "server" / "api.sock"
         self.agent_socket = self.dir / "agent" / "agent.sock"
+        # The Debug API's socket; SPIRE wants it outside the Workload API socket's directory.
+        self.admin_socket = self.dir / "admin" / "admin.sock"
         self.agent_id = f"spiffe://{TRUST_DOMAIN}/host"
         self.workload_id = f"spiffe://{TRUST_DOMAIN}/probe"
         self.server: subprocess.Popen[bytes] | None = None
@@ -122,6 +124,7 @@ class LocalSpire:
     def _write_configs(self) -> None:
         (self.dir / "server" / "data").mkdir(parents=True, exist_ok=True)
         (self.dir / "agent" / "data").mkdir(parents=True, exist_ok=True)
+        (self.dir / "admin").mkdir(parents=True, exist_ok=True)
         d = self.dir
         (d / "server" / "server.conf").write_text(
             f"""server {{
@@ -163,6 +166,7 @@ telemetry {{
   server_address = "127.0.0.1"
   server_port = "{self.server_port}"
   socket_path = "{self.agent_socket}"
+  admin_socket_path = "{self.admin_socket}"
   trust_bundle_path = "{d}/agent/bundle.pem"
   trust_domain = "{TRUST_DOMAIN}"
 {self.agent_extra}

@@ -85,6 +85,12 @@ def of_kind(docs: list[dict], kind: str) -> list[dict]:
     return [d for d in docs if d["kind"] == kind]
 
 
+def rendered_config(values: dict[str, str | float]) -> str:
+    """The exporter's config.yml as the chart renders it with `values`."""
+    (cm,) = [d for d in of_kind(render(values), "ConfigMap") if "config.yml" in d["data"]]
+    return cm["data"]["config.yml"]
+
+
 def daemonset(docs: list[dict]) -> dict:
     (ds,) = of_kind(docs, "DaemonSet")
     return ds
@@ -126,6 +132,23 @@ def test_socket_mounts_read_only_from_host_path_or_csi() -> None:
     csi = daemonset(render({"agentSocket.mode": "csi"}))["spec"]["template"]["spec"]
     volume = next(v for v in csi["volumes"] if v["name"] == "agent-socket")
     assert volume == {"name": "agent-socket", "csi": {"driver": "csi.spiffe.io", "readOnly": True}}
+
+
+def test_admin_socket_only_when_asked_read_only_with_the_agents_group() -> None:
+    off = daemonset(render({}))["spec"]["template"]["spec"]
+    assert all(v["name"] != "agent-admin-socket" for v in off["volumes"])
+    assert "supplementalGroups" not in off["securityContext"]
+    assert "debug_get_info" not in rendered_config({})
+    values = {"agentAdminSocket.enabled": "true"}
+    pod = daemonset(render(values))["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "agent-admin-socket")
+    assert volume["hostPath"] == {"path": "/run/spire/agent/sockets/csi.spiffe.io/admin", "type": "Directory"}
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "agent-admin-socket")
+    assert mount == {"name": "agent-admin-socket", "mountPath": "/spire-agent-admin", "readOnly": True}
+    assert pod["securityContext"]["supplementalGroups"] == [1000]
+    assert pod["securityContext"]["runAsUser"] == 65532
+    probes = yaml.safe_load(rendered_config(values))["probes"]
+    assert probes["debug_get_info"] == {"socket": "unix:///spire-agent-admin/admin.sock"}
 
 
 def test_host_pid_and_cgroup_mount_only_when_asked() -> None:

@@ -18,6 +18,7 @@ from dashboards import generate as generate_dashboards
 from exporter import config
 from exporter.answers import BundleInfo, SvidInfo
 from exporter.probes import registered
+from exporter.probes.debug_get_info import AgentInfo
 from exporter.result import ProbeResult
 from exporter.settings import ConfigError, coerce
 from exporter.store import State
@@ -132,6 +133,9 @@ def every_series() -> dict[str, str]:
         ProbeResult("fetch_x509_bundles", "OK", 0.01, facts=(BundleInfo("x509", "td", 1, 2e9, 1e9),))
     )
     state.record(ProbeResult("fetch_jwt_bundles", "OK", 0.01, facts=(BundleInfo("jwt", "td", 1, None),)))
+    state.record(
+        ProbeResult("debug_get_info", "OK", 0.01, facts=(AgentInfo(1.0, 2e9, 3600.0, (("x509", 1),)),))
+    )
     state.identities.record_watch([SvidInfo("x509", "spiffe://td/a", 1, 2e9, "1")])
     state.agent.set_http_health("live", True)
     state.agent.set_process(ProcessSample(1, 2, 3, 4.0, 5, 6, 7.0, 8), CgroupSample(2, 1, 1, 1, 1, 0))

@@ -15,7 +15,14 @@ def test_generated_code_matches_protos(tmp_path: Path) -> None:
     subprocess.run([str(ROOT / "scripts" / "gen-protos"), str(tmp_path)], check=True, env=env)
     committed = ROOT / "exporter" / "_proto"
     generated = sorted(p.name for p in tmp_path.iterdir())
-    assert generated == ["health_pb2.py", "health_pb2.pyi", "workload_pb2.py", "workload_pb2.pyi"]
+    assert generated == [
+        "debug_pb2.py",
+        "debug_pb2.pyi",
+        "health_pb2.py",
+        "health_pb2.pyi",
+        "workload_pb2.py",
+        "workload_pb2.pyi",
+    ]
     for name in generated:
         assert (tmp_path / name).read_text() == (committed / name).read_text(), (
             f"{name} is stale: run scripts/gen-protos"

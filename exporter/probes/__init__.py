@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from exporter.probes import (
+    debug_get_info,
     health_check,
     jwt_bundles,
     jwt_roundtrip,
@@ -27,6 +28,7 @@ REGISTRY: tuple[ProbeSpec[Any], ...] = (
     validate_jwt_svid.SPEC,
     health_check.SPEC,
     jwt_roundtrip.SPEC,
+    debug_get_info.SPEC,
 )
 
 

@@ -38,9 +38,14 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{- define "she.config" -}}
+{{- $probes := deepCopy .Values.probes }}
+{{- if .Values.agentAdminSocket.enabled }}
+{{- $admin := printf "unix://%s/%s" .Values.agentAdminSocket.mountPath .Values.agentAdminSocket.socketName }}
+{{- $_ := set $probes "debug_get_info" (mergeOverwrite (dict "socket" $admin) (get $probes "debug_get_info" | default dict)) }}
+{{- end }}
 {{- $c := dict
   "workload_api" (dict "socket" (printf "unix://%s/%s" .Values.agentSocket.mountPath .Values.agentSocket.socketName))
-  "probes" .Values.probes
+  "probes" $probes
   "agent" (dict
     "proc_root" "/proc"
     "process" (dict "enabled" .Values.agentProcess.enabled "name" .Values.agentProcess.name "cmdline_pattern" .Values.agentProcess.cmdlinePattern)
