@@ -170,6 +170,18 @@ def _shared(c: dict[str, Any]) -> tuple[dict[str, str], list[dict[str, str]]]:
         f"clamp_max(({latest} - {latest_issued}) / 2, {PREPARE_CAP_SECONDS}))"
     )
     record("cluster_trust_domain:spire_health_trust_bundle_successor_due:min_ratio", bundle_rotation)
+    # How long ago SPIRE should have published the newest CA's successor (negative: not yet), per
+    # federated trust domain, on the node that has waited least: where every node still lacks it,
+    # the server's refresh from that trust domain's bundle endpoint has stopped.
+    fb = a["SpireFederatedBundleStale"]
+    federated = (
+        f"group by (cluster, trust_domain) (spire_health_federated_bundle_changed_timestamp_seconds{{{sel}}})"
+    )
+    federated_overdue = (
+        f"min by (cluster, trust_domain) (clamp_max(({latest} - {latest_issued}) / 2, {PREPARE_CAP_SECONDS}) "
+        f"- ({latest} - time())) > {fb['refresh_hint']} * {fb['intervals']} "
+        f"and on (cluster, trust_domain) {federated}"
+    )
     rotate = "spire_server_manager_x509_ca_rotate_%s{" + c["server_selector"] + "}"
     sca = a["SpireServerCAExpiringSoon"]
     # The TTL gauge is what was left at activation, at most the lifetime, so a sixth of it is at
@@ -262,6 +274,8 @@ def _shared(c: dict[str, Any]) -> tuple[dict[str, str], list[dict[str, str]]]:
         "svid_left": svid_left,
         "not_rotated_share": not_rotated_share,
         "bundle_rotation": bundle_rotation,
+        "federated_overdue": federated_overdue,
+        "federated": federated,
         "server_ca_overdue": server_ca_overdue,
         "round_trip_failing": round_trip_failing,
         "round_trip_window": str(rw),

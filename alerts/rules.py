@@ -94,12 +94,27 @@ ALERTS = [
         "SpireTrustBundleCAExpiringSoon",
         # The newest CA against SPIRE's own schedule: its successor is published when
         # min(lifetime / 2, 30 d) is left, so less than that (times the share) means it is overdue.
-        "%(bundle_rotation)s < %(share)s unless on (cluster) (%(server_ca_overdue)s)",
+        "%(bundle_rotation)s < %(share)s unless on (cluster) (%(server_ca_overdue)s) "
+        # A federated trust domain's bundle is SpireFederatedBundleStale's.
+        "unless on (cluster, trust_domain) (%(federated)s)",
         "Trust bundle CA has no successor on time",
         "The newest CA in the {{ $labels.trust_domain }} bundle, as nodes of " + CLUSTER + " see it, has "
         "{{ $value | humanizePercentage }} of the time left at which SPIRE publishes its successor "
         "(half its lifetime, at most 30 days): CA rotation is stuck. When it expires, nothing in the "
         "trust domain verifies.",
+    ),
+    Alert(
+        "SpireFederatedBundleStale",
+        # A federated trust domain's bundle as SPIRE's schedule says it must change: its successor
+        # CA is published at min(lifetime / 2, 30 d) left, and the server fetches it within a
+        # refresh hint. A bundle that only looks valid is one whose refresh has stopped.
+        "%(federated_overdue)s",
+        "Federated trust bundle not refreshed",
+        "The {{ $labels.trust_domain }} bundle that nodes of " + CLUSTER + " hold should have gained "
+        "the successor of its newest CA {{ $value | humanizeDuration }} ago (more than %(intervals)s "
+        "refresh hints of %(refresh_hint)ss): the SPIRE server no longer refreshes it from that trust "
+        "domain's bundle endpoint, or that trust domain's CA rotation is stuck. It still looks valid; "
+        "once that trust domain activates a new CA, nothing here verifies its SVIDs.",
     ),
     Alert(
         "SpireServerCAExpiringSoon",

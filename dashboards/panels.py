@@ -841,6 +841,23 @@ def identity_panels() -> list[Panel]:
         ),
         panel(
             timeseries.Panel,
+            "Federated bundles: time since they last changed",
+            [
+                (
+                    "time() - max by (trust_domain) "
+                    f"(spire_health_federated_bundle_changed_timestamp_seconds{{{SEL}}})",
+                    "{{trust_domain}}",
+                )
+            ],
+            "s",
+            "How long ago each federated trust domain's bundle last changed on this node (or was first seen). "
+            "It changes when that trust domain publishes a new CA, about every half CA lifetime; with "
+            "'Time left on trust bundle CAs' it shows a refresh that stopped. Empty without federation.",
+            "SpireFederatedBundleStale",
+            w=8,
+        ),
+        panel(
+            timeseries.Panel,
             "X.509-SVID rotations",
             [
                 (

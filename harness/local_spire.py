@@ -95,15 +95,18 @@ class LocalSpire:
         workdir: Path | None = None,
         agent_log_level: str = "INFO",
         agent_extra: str = "",
+        trust_domain: str = TRUST_DOMAIN,
+        server_extra: str = "",
     ) -> None:
         self.bin_dir = bin_dir or find_spire_bin_dir()
         self.version = spire_binary_version(self.bin_dir)
         self.agent_log_level = agent_log_level
         self.agent_extra = agent_extra  # HCL added inside the agent block, e.g. an experimental one
+        self.server_extra = server_extra  # HCL added inside the server block, e.g. federation
         self.workload_attestors = UNIX_ATTESTOR
         self._own_workdir = workdir is None
         self.dir = workdir or Path(tempfile.mkdtemp(prefix="spire-"))
-        self.trust_domain = TRUST_DOMAIN
+        self.trust_domain = trust_domain
         self.server_port = free_port()
         self.health_port = free_port()
         self.telemetry_port = free_port()
@@ -112,8 +115,8 @@ class LocalSpire:
         self.agent_socket = self.dir / "agent" / "agent.sock"
         # The Debug API's socket; SPIRE wants it outside the Workload API socket's directory.
         self.admin_socket = self.dir / "admin" / "admin.sock"
-        self.agent_id = f"spiffe://{TRUST_DOMAIN}/host"
-        self.workload_id = f"spiffe://{TRUST_DOMAIN}/probe"
+        self.agent_id = f"spiffe://{trust_domain}/host"
+        self.workload_id = f"spiffe://{trust_domain}/probe"
         self.server: subprocess.Popen[bytes] | None = None
         self.agent: subprocess.Popen[bytes] | None = None
         self.entry_id: str | None = None
@@ -131,9 +134,10 @@ class LocalSpire:
   bind_address = "127.0.0.1"
   bind_port = "{self.server_port}"
   socket_path = "{self.server_socket}"
-  trust_domain = "{TRUST_DOMAIN}"
+  trust_domain = "{self.trust_domain}"
   data_dir = "{d}/server/data"
   log_level = "INFO"
+{self.server_extra}
 }}
 plugins {{
   DataStore "sql" {{
@@ -168,7 +172,7 @@ telemetry {{
   socket_path = "{self.agent_socket}"
   admin_socket_path = "{self.admin_socket}"
   trust_bundle_path = "{d}/agent/bundle.pem"
-  trust_domain = "{TRUST_DOMAIN}"
+  trust_domain = "{self.trust_domain}"
 {self.agent_extra}
 }}
 plugins {{
@@ -324,6 +328,7 @@ telemetry {{
         uid: int | None = None,
         x509_ttl: int | None = None,
         jwt_ttl: int | None = None,
+        federates_with: tuple[str, ...] = (),
     ) -> str:
         args = [
             "entry",
@@ -341,6 +346,8 @@ telemetry {{
             args += ["-x509SVIDTTL", str(x509_ttl)]
         if jwt_ttl:
             args += ["-jwtSVIDTTL", str(jwt_ttl)]
+        for trust_domain in federates_with:
+            args += ["-federatesWith", f"spiffe://{trust_domain}"]
         out = json.loads(self.server_cli(*args))
         return str(out["results"][0]["entry"]["id"])
 
@@ -358,6 +365,12 @@ telemetry {{
         wait_until(self.fetch_x509_ok, timeout, f"the agent to serve {self.workload_id}", interval=0.5)
 
     # -- whole lifecycle -----------------------------------------------------------------------
+
+    def start_server_only(self) -> LocalSpire:
+        """The server alone, e.g. a second trust domain's to federate with."""
+        self._write_configs()
+        self.start_server()
+        return self
 
     def start(self) -> LocalSpire:
         self._write_configs()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from conftest import render, state_registry
 
-from exporter.answers import SvidInfo
+from exporter.answers import BundleInfo, SvidInfo
 from exporter.result import ProbeResult
 from exporter.store import State
 from exporter.store.probes import INITIAL_CODES, LATENCY_BUCKETS
@@ -145,3 +146,21 @@ def test_failed_probe_durations_and_attempt_times_are_exported() -> None:
     assert s[("spire_health_probe_last_attempt_timestamp_seconds", rpc)] == 1010.0
     assert s[("spire_health_probe_success", rpc)] == 0
     assert s[("spire_health_probe_duration_seconds_count", rpc)] == 1  # failures stay out
+
+
+def test_federated_bundles_are_those_of_other_trust_domains_and_their_changes_are_timed() -> None:
+    from exporter.store.identities import IdentityStore
+
+    store = IdentityStore()
+    own = BundleInfo("x509", "example.org", 1, 2e9, 1e9)
+    fed = BundleInfo("x509", "fed.test", 1, 2e9, 1e9)
+    store.take([own, fed])
+    assert store.snapshot().federated_changed == {}, "unknown until an SVID names the own trust domain"
+    store.take([SvidInfo("x509", "spiffe://example.org/probe", 1, 2e9, "1")])
+    first = store.snapshot().federated_changed
+    assert set(first) == {"fed.test"}
+    store.take([own, fed])  # the same bundle again: no change
+    assert store.snapshot().federated_changed == first
+    time.sleep(0.01)
+    store.take([own, BundleInfo("x509", "fed.test", 2, 2.1e9, 1.1e9)])  # its successor CA arrived
+    assert store.snapshot().federated_changed["fed.test"] > first["fed.test"]

@@ -61,7 +61,15 @@ class IdentityCollector(Collector):
                     ca_issued.add_metric([name], bundle.latest_issued)
             else:
                 keys.add_metric([name], bundle.items)
-        yield from (expiry, issued, rotations, certs, ca_latest, ca_issued, keys)
+        federated = by_label(
+            GaugeMetricFamily,
+            "spire_health_federated_bundle_changed_timestamp_seconds",
+            "Unix time at which the X.509 bundle of a federated trust domain last changed, as the "
+            "exporter saw it (or was first seen).",
+            "trust_domain",
+            snap.federated_changed,
+        )
+        yield from (expiry, issued, rotations, certs, ca_latest, ca_issued, keys, federated)
         yield one(
             GaugeMetricFamily,
             "spire_health_spiffe_ids_over_limit",

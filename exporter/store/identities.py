@@ -7,6 +7,7 @@ answer of each kind is the whole truth for that kind: an SVID the agent dropped 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -24,6 +25,9 @@ class Identities:
     bundles: dict[tuple[str, str], BundleInfo]  # by (kind, trust domain)
     dropped_spiffe_ids: int
     dropped_trust_domains: int
+    # By federated trust domain (a bundle for a trust domain none of our SVIDs is in): when its
+    # X.509 bundle last changed, or was first seen.
+    federated_changed: dict[str, float]
 
 
 class IdentityStore(Store):
@@ -38,6 +42,7 @@ class IdentityStore(Store):
         self._serials: dict[str, str] = {}
         self._bundles: dict[str, tuple[BundleInfo, ...]] = {}
         self._dropped_tds: dict[str, set[str]] = {}
+        self._bundle_seen: dict[str, tuple[BundleInfo, float]] = {}  # X.509, by trust domain
 
     def take(self, facts: Sequence[object]) -> None:
         """The SVIDs and bundles among a successful answer's facts."""
@@ -78,6 +83,20 @@ class IdentityStore(Store):
         kind = ordered[0].kind
         self._bundles[kind] = tuple(ordered[: self._max_tds])
         self._dropped_tds[kind] = {b.trust_domain for b in ordered[self._max_tds :]}
+        if kind == "x509":
+            now = time.time()
+            seen = {}
+            for bundle in self._bundles[kind]:
+                before = self._bundle_seen.get(bundle.trust_domain)
+                seen[bundle.trust_domain] = before if before and before[0] == bundle else (bundle, now)
+            self._bundle_seen = seen
+
+    def _own_trust_domains(self) -> set[str]:
+        return {
+            s.spiffe_id.removeprefix("spiffe://").split("/", 1)[0]
+            for svids in self._latest_svids.values()
+            for s in svids
+        }
 
     def record_watch(self, svids: list[SvidInfo]) -> list[str]:
         """An update on the long-lived X.509 stream; returns the SPIFFE IDs that rotated."""
@@ -109,4 +128,11 @@ class IdentityStore(Store):
                 bundles={(b.kind, b.trust_domain): b for kept in self._bundles.values() for b in kept},
                 dropped_spiffe_ids=self._dropped_ids,
                 dropped_trust_domains=len(set().union(*self._dropped_tds.values())),
+                federated_changed=self._federated_changed(),
             )
+
+    def _federated_changed(self) -> dict[str, float]:
+        own = self._own_trust_domains()
+        if not own:  # which bundles are federated is unknown until an SVID names our own
+            return {}
+        return {td: when for td, (_, when) in self._bundle_seen.items() if td not in own}

@@ -1,0 +1,78 @@
+"""Two real SPIRE servers, federated: the federated trust domain's bundle series follow its CA
+rotations, and when its server stops, the shipped stale-bundle alert fires in a real Prometheus."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from conftest import ROOT, require
+from running import RunningExporter, fast_config
+
+from harness.federation import REFRESH_HINT, REMOTE_TRUST_DOMAIN, Federation
+from harness.local_spire import SpireUnavailable
+from harness.prom_stack import PromStack, Webhook, binaries
+
+pytestmark = [pytest.mark.spire, pytest.mark.prometheus]
+CHANGED = (
+    "spire_health_federated_bundle_changed_timestamp_seconds",
+    (("trust_domain", REMOTE_TRUST_DOMAIN),),
+)
+FIRING = 'ALERTS{alertname="SpireFederatedBundleStale", alertstate="firing"}'
+
+
+def test_federated_bundle_follows_rotation_and_goes_stale_without_its_server(tmp_path) -> None:
+    if None in binaries():
+        require("prometheus and prometheus-alertmanager (Debian packages) are not installed")
+    from alerts import generate
+
+    # The shipped rules, with the remote's 1-minute refresh hint and two of them: its CA rotates
+    # every minute, and a refresh may take one more.
+    shipped = generate.load_config(ROOT / "alerts" / "config.yml")
+    shipped["alerts"]["SpireFederatedBundleStale"].update(refresh_hint=REFRESH_HINT, intervals=2)
+    rules = tmp_path / "rules.yml"
+    rules.write_text(generate.render(shipped, "3s")[generate.RULES_FILE])
+    try:
+        federation = Federation().start()
+    except SpireUnavailable as e:
+        require(str(e))
+    webhook = Webhook()
+    try:
+        cfg = fast_config(f"unix://{federation.local.agent_socket}", **{"agent.process.enabled": False})
+        with RunningExporter(cfg) as running:
+            s = running.wait_for(lambda s: CHANGED in s, 30, "the federated bundle")
+            first = s[CHANGED]
+            own = (
+                "spire_health_federated_bundle_changed_timestamp_seconds",
+                (("trust_domain", "example.org"),),
+            )
+            assert own not in s, "the own trust domain is not federated"
+            # The remote publishes its next CA within a minute, and the local server fetches it
+            # within another.
+            s = running.wait_for(lambda s: s[CHANGED] > first, 150, "the federated bundle to change")
+            expiry = ("spire_health_trust_bundle_latest_expiry_timestamp_seconds", CHANGED[1])
+            assert s[expiry] > time.time()
+            prom = PromStack(
+                tmp_path, running.url.removeprefix("http://"), rules, webhook, {"node": "n", "cluster": "c"}
+            )
+            try:
+                time.sleep(5)
+                assert not prom.query(FIRING)["data"]["result"], "stale while the remote is up"
+                federation.remote.stop_server()
+                stopped = time.monotonic()
+                deadline = stopped + 300
+                while not prom.query(FIRING)["data"]["result"]:
+                    assert time.monotonic() < deadline, "SpireFederatedBundleStale never fired"
+                    time.sleep(2)
+                fired_after = time.monotonic() - stopped
+                (alert,) = prom.query(FIRING)["data"]["result"]
+                assert alert["metric"]["trust_domain"] == REMOTE_TRUST_DOMAIN
+                # The bundle stopped changing when its server stopped.
+                changed = running.scrape()[CHANGED]
+                assert changed <= time.time() - fired_after + REFRESH_HINT + 15
+                print(f"SpireFederatedBundleStale fired {fired_after:.0f} s after the remote server stopped")
+            finally:
+                prom.stop()
+    finally:
+        webhook.close()
+        federation.stop()
