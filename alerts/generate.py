@@ -241,7 +241,12 @@ def _shared(c: dict[str, Any]) -> tuple[dict[str, str], list[dict[str, str]]]:
     # do not scrape SPIRE's own telemetry: either source makes the page.
     last_sync = f"spire_health_agent_last_sync_success_timestamp_seconds{{{sel}}}"
     an = a["SpireAgentNotSynced"]
-    sync_age = f"time() - {last_sync} > {an['sync_interval']} * {an['intervals']}"
+    # Only while GetInfo answers: a hung agent is ProbeFailing's, and a failed call keeps the
+    # last answer's time, which would only grow.
+    sync_age = (
+        f"time() - {last_sync} > {an['sync_interval']} * {an['intervals']} "
+        f'and on (job, instance) spire_health_probe_success{{{sel}, rpc="debug_get_info"}} == 1'
+    )
     stale = record(
         "cluster:spire_health_agents_sync_stale:count",
         f"count by (cluster) (count by ({per_node}) ({sync_age}))",

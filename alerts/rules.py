@@ -17,8 +17,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# The round trip measures the server path; its failures have their own meaning (see the runbook).
-CACHED = 'rpc!="fetch_jwt_svid_roundtrip"'
+# What workloads wait for, from the agent's cache: not the round trip, which measures the server
+# path (its failures have their own meaning, see the runbook), nor the agent's Debug API, which
+# no workload calls (its answers have alerts of their own).
+CACHED = 'rpc!~"fetch_jwt_svid_roundtrip|debug_get_info"'
 ROUND_TRIP = 'rpc="fetch_jwt_svid_roundtrip"'
 # Failures with a cause of their own, each the `reason` its alert counts: the agent rate-limited
 # the probe (its figures then say nothing of the agent), or workload attestation failed.

@@ -18,9 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 
-from exporter import collect
+from exporter import collect, config
 from exporter.answers import BundleInfo, SvidInfo
-from exporter.probes import registered
 from exporter.result import OK, ProbeResult
 from exporter.store import State
 from exporter.store.agent import CgroupSample, ProcessSample
@@ -30,8 +29,10 @@ TRUST_DOMAIN = "example.org"
 SPIFFE_ID = f"spiffe://{TRUST_DOMAIN}/ns/spire-system/sa/spire-health-exporter"
 X509_TTL, JWT_TTL, CA_TTL = 3600.0, 300.0, 86400.0
 MIB = 2**20
-# The probes a default install runs: every registered probe that is on by default.
-DEFAULT_RPCS = tuple(s.name for s in registered() if s.name != "fetch_jwt_svid_roundtrip")
+# The probes a default install runs: the opt-in ones (round trip, Debug API, SDS) are off.
+DEFAULT_RPCS = tuple(
+    name for name, _ in config.build({"workload_api": {"socket": "unix:///x"}}, environ={}).enabled()
+)
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ SEL = 'cluster=~"$cluster", job=~"$job", node=~"$node"'
 AGENT_SEL = 'cluster=~"$cluster", node=~"$node"'
 SERVER_SEL = 'cluster=~"$cluster"'
 RULE_SEL = 'cluster=~"$cluster", node=~"$node"'
-CACHED = 'rpc!="fetch_jwt_svid_roundtrip"'
+CACHED = 'rpc!~"fetch_jwt_svid_roundtrip|debug_get_info"'
 OK = ', code="OK"'
 SLO = "$slo_objective"
 NODE_DASHBOARD = "/d/spire-health-node/spire-agent-node-drill-down"
@@ -837,6 +837,26 @@ def identity_panels() -> list[Panel]:
             "Time until the newest CA in each trust bundle expires (the one that has to take over), and how "
             "many CAs the bundle holds.",
             "SpireTrustBundleCAExpiringSoon",
+            w=8,
+        ),
+        panel(
+            timeseries.Panel,
+            "SDS: certificate time left and pushes",
+            [
+                (
+                    f"max(spire_health_sds_certificate_expiry_timestamp_seconds{{{SEL}}}) - time()",
+                    "time left",
+                ),
+                (
+                    f"sum(increase(spire_health_sds_stream_pushes_total{{{SEL}}}[$__rate_interval]))",
+                    "pushes",
+                ),
+            ],
+            "s",
+            "Envoy's path (the opt-in sds_fetch_secrets probe): time until the certificate the agent serves "
+            "over SDS expires, and the agent's pushes on a long-lived StreamSecrets stream, one per rotation "
+            "or bundle change. Empty when the probe is off.",
+            "SpireAgentWorkloadAPIProbeFailing",
             w=8,
         ),
         panel(

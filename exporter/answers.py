@@ -90,6 +90,17 @@ def load_certificates(blob: bytes) -> list[x509.Certificate]:
     return certs
 
 
+def load_pem_certificates(blob: bytes) -> list[x509.Certificate]:
+    """PEM certificates, as SDS carries them (chains and bundles)."""
+    try:
+        certs = x509.load_pem_x509_certificates(blob)
+    except (ValueError, x509.InvalidVersion) as e:
+        raise MalformedAnswer(f"unparseable PEM certificate: {e}") from None
+    if not certs:
+        raise MalformedAnswer("no certificates")
+    return certs
+
+
 def spiffe_uris(cert: x509.Certificate) -> list[str]:
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -130,12 +141,18 @@ def _x509_svid(svid: workload_pb2.X509SVID, now: float) -> SvidInfo:
     if not svid.bundle:
         raise MalformedAnswer(f"SVID {svid.spiffe_id} comes without a trust bundle")
     load_certificates(svid.bundle)
+    issued, expiry = usable_now(leaf, f"SVID {svid.spiffe_id}", now)
+    return SvidInfo("x509", svid.spiffe_id, issued, expiry, format(leaf.serial_number, "x"))
+
+
+def usable_now(leaf: x509.Certificate, what: str, now: float) -> tuple[float, float]:
+    """(notBefore, notAfter) of a leaf that a verifier on this node accepts now."""
     expiry = _ts(leaf.not_valid_after_utc)
     if expiry <= now:
-        raise MalformedAnswer(f"SVID {svid.spiffe_id} has expired")
+        raise MalformedAnswer(f"{what} has expired")
     issued = _ts(leaf.not_valid_before_utc)
-    _started(f"SVID {svid.spiffe_id}", issued, now)
-    return SvidInfo("x509", svid.spiffe_id, issued, expiry, format(leaf.serial_number, "x"))
+    _started(what, issued, now)
+    return issued, expiry
 
 
 def _started(what: str, start: float, now: float) -> None:

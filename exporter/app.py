@@ -19,12 +19,15 @@ from exporter.client import WorkloadClient
 from exporter.config import Config, split_listen_address
 from exporter.logs import event
 from exporter.probes import spec
+from exporter.probes.sds_fetch_secrets import NAME as SDS
+from exporter.probes.sds_fetch_secrets import SdsSettings
 from exporter.result import ProbeResult
 from exporter.scheduler import Job, Scheduler
+from exporter.sds_watch import SdsWatch
 from exporter.settings import ProbeSettings
 from exporter.store import State
 from exporter.store.probes import buckets_up_to
-from exporter.watch import RotationWatch
+from exporter.watch import RotationWatch, StreamWatch
 from exporter.web import ExporterServer
 from exporter.webconfig import WebSecurity
 
@@ -74,11 +77,12 @@ class Exporter:
                 job.name, STALLED_AFTER_INTERVALS * job.interval, job.name not in config.each
             )
         self.scheduler = Scheduler(jobs, self.state.own, self.stop_event)
-        self.watch = (
-            RotationWatch(self.client, self.state, config.watch.max_stream_age)
-            if config.watch.enabled
-            else None
-        )
+        self.watches: list[StreamWatch] = []
+        if config.watch.enabled:
+            self.watches.append(RotationWatch(self.client, self.state, config.watch.max_stream_age))
+        sds = dict(enabled).get(SDS)
+        if isinstance(sds, SdsSettings) and sds.stream:
+            self.watches.append(SdsWatch(self.client, self.state.own, sds, config.watch.max_stream_age))
         self.registry = CollectorRegistry()
         collect.register(self.registry, self.state, self.monitor.process_enabled)
         # The exporter's own process_* metrics; like the rest of /metrics they are rendered again
@@ -87,13 +91,13 @@ class Exporter:
 
     def start(self) -> None:
         self.scheduler.start()
-        if self.watch:
-            self.watch.start()
+        for watch in self.watches:
+            watch.start()
 
     def stop(self) -> None:
         self.stop_event.set()
-        if self.watch:
-            self.watch.stop()
+        for watch in self.watches:
+            watch.stop()
         self.scheduler.stop()
         self.client.close()
 

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.message import Message
 
-from exporter._proto import debug_pb2, health_pb2, workload_pb2
+from exporter._proto import debug_pb2, health_pb2, sds_pb2, workload_pb2
 from exporter.endpoint import socket_target
 
 SECURITY_HEADER = (("workload.spiffe.io", "true"),)
@@ -22,6 +22,7 @@ SECURITY_HEADER = (("workload.spiffe.io", "true"),)
 _SERVICE = "/SpiffeWorkloadAPI/"
 _HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 _DEBUG_GET_INFO = "/spire.agent.debug.v1.Debug/GetInfo"
+_SDS = "/envoy.service.secret.v3.SecretDiscoveryService/"
 
 # What grpc-go servers such as the agent accept by default: a ping at most every 5 minutes
 # (a client that pings more often is sent GOAWAY "too_many_pings").
@@ -182,6 +183,16 @@ class WorkloadClient:
             _DEBUG_GET_INFO, debug_pb2.GetInfoRequest(), debug_pb2.GetInfoResponse, timeout, header=False
         )
 
+    def fetch_secrets(self, request: sds_pb2.DiscoveryRequest, timeout: float) -> sds_pb2.DiscoveryResponse:
+        """Envoy's SDS FetchSecrets; like Envoy, without the Workload API's security header."""
+        return self._unary(_SDS + "FetchSecrets", request, sds_pb2.DiscoveryResponse, timeout, header=False)
+
+    def stream_secrets(self, requests: Iterator[sds_pb2.DiscoveryRequest], timeout: float) -> WatchStream:
+        """Envoy's SDS StreamSecrets: `requests` are sent as the caller yields them (the first
+        request, then an ACK per answer); the deadline bounds the stream's whole life."""
+        call = self._callable(_SDS + "StreamSecrets", "stream_stream", sds_pb2.DiscoveryResponse)
+        return WatchStream(call(requests, timeout=timeout))
+
     def watch_x509_svid(self, timeout: float) -> WatchStream:
         """A long-lived FetchX509SVID stream; the deadline bounds its whole life."""
         call = self._callable(_SERVICE + "FetchX509SVID", "unary_stream", workload_pb2.X509SVIDResponse)
@@ -193,12 +204,12 @@ class EmptyStreamError(Exception):
 
 
 class WatchStream:
-    """Iterates X509SVIDResponses until the stream ends; cancel() may be called from any thread."""
+    """Iterates a server stream's answers until it ends; cancel() may be called from any thread."""
 
     def __init__(self, call: Any) -> None:
         self._call = call
 
-    def __iter__(self) -> Iterator[workload_pb2.X509SVIDResponse]:
+    def __iter__(self) -> Iterator[Any]:
         return iter(self._call)
 
     def cancel(self) -> None:

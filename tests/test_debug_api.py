@@ -76,12 +76,14 @@ def test_last_sync_stops_with_the_server_and_the_alert_fires(healthy_spire, tmp_
             webhook.close()
 
 
-def test_off_without_an_admin_socket_adds_no_series(fake_agent) -> None:
+def test_opt_in_probes_add_no_series_when_off(fake_agent) -> None:
     cfg = fast_config(f"unix://{fake_agent.socket_path}", **{"agent.process.enabled": False})
-    assert "debug_get_info" not in dict(cfg.enabled())
+    assert not {"debug_get_info", "sds_fetch_secrets"} & set(dict(cfg.enabled()))
     with RunningExporter(cfg) as running:
+        time.sleep(1.5)
         text = running.text()
-    assert "debug_get_info" not in text
+    assert "debug_get_info" not in text and "sds_fetch_secrets" not in text
+    assert "\nspire_health_sds_" not in text
     assert "\nspire_health_agent_last_sync" not in text and "\nspire_health_agent_cached" not in text
 
 

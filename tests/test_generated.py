@@ -20,6 +20,7 @@ from exporter.answers import BundleInfo, SvidInfo
 from exporter.probes import registered
 from exporter.probes.debug_get_info import AgentInfo
 from exporter.result import ProbeResult
+from exporter.sds import SdsFacts
 from exporter.settings import ConfigError, coerce
 from exporter.store import State
 from exporter.store.agent import CgroupSample, ProcessSample
@@ -136,6 +137,10 @@ def every_series() -> dict[str, str]:
     state.record(
         ProbeResult("debug_get_info", "OK", 0.01, facts=(AgentInfo(1.0, 2e9, 3600.0, (("x509", 1),)),))
     )
+    state.record(
+        ProbeResult("sds_fetch_secrets", "OK", 0.01, facts=(SdsFacts(2e9, (("ROOTCA", "spiffe"),)),))
+    )
+    state.own.set_stream_up("sds", True)
     state.identities.record_watch([SvidInfo("x509", "spiffe://td/a", 1, 2e9, "1")])
     state.agent.set_http_health("live", True)
     state.agent.set_process(ProcessSample(1, 2, 3, 4.0, 5, 6, 7.0, 8), CgroupSample(2, 1, 1, 1, 1, 0))

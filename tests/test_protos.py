@@ -20,6 +20,8 @@ def test_generated_code_matches_protos(tmp_path: Path) -> None:
         "debug_pb2.pyi",
         "health_pb2.py",
         "health_pb2.pyi",
+        "sds_pb2.py",
+        "sds_pb2.pyi",
         "workload_pb2.py",
         "workload_pb2.pyi",
     ]
@@ -53,3 +55,33 @@ def test_schema_has_no_package_and_standard_field_numbers() -> None:
     assert workload_pb2.ValidateJWTSVIDResponse.DESCRIPTOR.fields_by_name[
         "claims"
     ].message_type.full_name == ("google.protobuf.Struct")
+
+
+def test_sds_subset_has_envoys_field_numbers_and_service() -> None:
+    """The numbers the agent's Envoy types use (envoyproxy/data-plane-api, checked against
+    xds-protos 1.85): a wrong one would read as an empty field, not fail."""
+    from exporter._proto import sds_pb2
+
+    def numbers(message) -> dict[str, int]:
+        return {f.name: f.number for f in message.DESCRIPTOR.fields}
+
+    assert sds_pb2.DESCRIPTOR.services_by_name["SecretDiscoveryService"].full_name == (
+        "envoy.service.secret.v3.SecretDiscoveryService"
+    )
+    assert numbers(sds_pb2.DiscoveryRequest) == {
+        "version_info": 1,
+        "node": 2,
+        "resource_names": 3,
+        "type_url": 4,
+        "response_nonce": 5,
+    }
+    assert numbers(sds_pb2.DiscoveryResponse) == {
+        "version_info": 1,
+        "resources": 2,
+        "type_url": 4,
+        "nonce": 5,
+    }
+    assert numbers(sds_pb2.Node)["user_agent_build_version"] == 8
+    assert numbers(sds_pb2.Secret) == {"name": 1, "tls_certificate": 2, "validation_context": 4}
+    assert numbers(sds_pb2.CertificateValidationContext) == {"trusted_ca": 1, "custom_validator_config": 12}
+    assert numbers(sds_pb2.DataSource)["inline_bytes"] == 2

@@ -44,3 +44,24 @@ class OwnCollector(Collector):
                 "Times the rotation watch opened a new FetchX509SVID stream after the previous one broke.",
                 snap.watch_reconnects,
             )
+        sds = snap.streams.get("sds")
+        if sds is not None:
+            yield one(
+                G,
+                "spire_health_sds_stream_up",
+                "Whether the long-lived SDS StreamSecrets stream is open and has answered (1) or not (0).",
+                int(sds.up),
+            )
+            yield one(
+                C,
+                "spire_health_sds_stream_pushes",
+                "Answers the agent pushed on the SDS stream after each stream's first: one per new "
+                "version of the secrets (a rotated SVID, a changed bundle).",
+                sds.pushes,
+            )
+            yield one(
+                C,
+                "spire_health_sds_stream_reconnects",
+                "Times the SDS watch opened a new StreamSecrets stream after the previous one broke.",
+                sds.reconnects,
+            )

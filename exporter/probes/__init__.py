@@ -14,6 +14,7 @@ from exporter.probes import (
     jwt_bundles,
     jwt_roundtrip,
     jwt_svid,
+    sds_fetch_secrets,
     validate_jwt_svid,
     x509_bundles,
     x509_svid,
@@ -29,6 +30,7 @@ REGISTRY: tuple[ProbeSpec[Any], ...] = (
     health_check.SPEC,
     jwt_roundtrip.SPEC,
     debug_get_info.SPEC,
+    sds_fetch_secrets.SPEC,
 )
 
 

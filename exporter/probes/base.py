@@ -97,6 +97,14 @@ def timed(
     return ProbeResult(rpc, OK, duration, facts=tuple(facts))
 
 
+F = TypeVar("F")
+
+
+def latest_fact(latest: ProbeResult | None, kind: type[F]) -> F | None:
+    """The fact of `kind` in a probe's latest result, for its own series."""
+    return next((f for f in latest.facts if isinstance(f, kind)), None) if latest else None
+
+
 def stateless(probe: Callable[[WorkloadClient, Any], ProbeResult]) -> Callable[[], Probe[Any]]:
     """The `make` of a probe that is a plain function."""
     return lambda: probe

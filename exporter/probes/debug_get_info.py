@@ -18,7 +18,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from exporter._proto import debug_pb2
 from exporter.answers import LATEST_TIME, MalformedAnswer
 from exporter.client import WorkloadClient
-from exporter.probes.base import ProbeSpec, timed
+from exporter.probes.base import ProbeSpec, latest_fact, timed
 from exporter.result import ProbeResult
 from exporter.settings import ProbeSettings, text
 
@@ -98,7 +98,7 @@ class DebugProbe:
 
 
 def series(latest: ProbeResult | None) -> Iterator[Metric]:
-    info = next((f for f in latest.facts if isinstance(f, AgentInfo)), None) if latest else None
+    info = latest_fact(latest, AgentInfo)
     last_sync = GaugeMetricFamily(
         "spire_health_agent_last_sync_success_timestamp_seconds",
         "Unix time of the agent's last successful sync with the SPIRE server (its Debug API).",

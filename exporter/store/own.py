@@ -1,9 +1,9 @@
-"""The exporter's own health: whether each job keeps completing cycles, and the watch stream."""
+"""The exporter's own health: whether each job keeps completing cycles, and its long-lived streams."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from exporter.store.base import Store
 
@@ -17,18 +17,33 @@ class JobHealth:
 
 
 @dataclass(frozen=True)
+class StreamHealth:
+    up: bool
+    reconnects: int = 0
+    pushes: int = 0  # answers after a stream's first: what the agent sent on its own
+
+
+@dataclass(frozen=True)
 class OwnView:
     job_errors: dict[str, int]
-    watch_up: bool | None  # None: no watch
-    watch_reconnects: int
+    streams: dict[str, StreamHealth]  # by watch ("x509", "sds"); only those that run
+
+    @property
+    def watch_up(self) -> bool | None:  # the X.509 rotation watch; None when it does not run
+        x509 = self.streams.get("x509")
+        return None if x509 is None else x509.up
+
+    @property
+    def watch_reconnects(self) -> int:
+        x509 = self.streams.get("x509")
+        return 0 if x509 is None else x509.reconnects
 
 
 class OwnStore(Store):
     def __init__(self) -> None:
         super().__init__()
         self._jobs: dict[str, JobHealth] = {}
-        self._watch_up: bool | None = None
-        self._watch_reconnects = 0
+        self._streams: dict[str, StreamHealth] = {}
 
     def register_job(self, name: str, max_quiet: float, errors_at_zero: bool = True) -> None:
         with self._write():
@@ -51,18 +66,26 @@ class OwnStore(Store):
         with self._lock:
             return sorted(n for n, j in self._jobs.items() if now - j.last_done > j.max_quiet)
 
-    def set_watch_up(self, up: bool) -> None:
+    def set_stream_up(self, stream: str, up: bool) -> None:
         with self._write():
-            self._watch_up = up
+            self._streams[stream] = replace(self._streams.get(stream, StreamHealth(up)), up=up)
 
-    def count_watch_reconnect(self) -> None:
+    def count_stream_reconnect(self, stream: str) -> None:
         with self._write():
-            self._watch_reconnects += 1
+            health = self._streams.get(stream, StreamHealth(False))
+            self._streams[stream] = replace(health, reconnects=health.reconnects + 1)
+
+    def count_stream_push(self, stream: str) -> None:
+        with self._write():
+            health = self._streams.get(stream, StreamHealth(True))
+            self._streams[stream] = replace(health, pushes=health.pushes + 1)
+
+    def set_watch_up(self, up: bool) -> None:
+        self.set_stream_up("x509", up)
 
     def snapshot(self) -> OwnView:
         with self._lock:
             return OwnView(
                 {n: j.errors for n, j in self._jobs.items() if j.errors or j.errors_at_zero},
-                self._watch_up,
-                self._watch_reconnects,
+                dict(self._streams),
             )
