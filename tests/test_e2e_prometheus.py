@@ -8,13 +8,16 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import yaml
 from conftest import ROOT, fill, metric_source, require, spire_names_read
 from running import RunningExporter, fast_config
 
-from harness.local_spire import wait_until
+from harness.federation import Federation
+from harness.local_spire import LocalSpire, SpireUnavailable, wait_until
 from harness.prom_stack import PromStack, Webhook, binaries, get_json
 
 pytestmark = [pytest.mark.spire, pytest.mark.prometheus]
@@ -22,12 +25,28 @@ LABELS = {"node": "test-node", "cluster": "test"}
 
 
 @pytest.fixture
-def stack(healthy_spire, tmp_path):
+def stack(tmp_path):
+    """A SPIRE of the test's own, federated with a second trust domain, so that every panel and
+    rule has its series: the shared session SPIRE may have had its server restarted by an earlier
+    test, and a restarted server never sees the agent attest (its rate-limiter panel stays empty)."""
     if None in binaries():
         require("prometheus and prometheus-alertmanager (Debian packages) are not installed")
-    spire = healthy_spire
-    if not spire.limit_agent_memory(512 * 2**20):
-        require("cannot put the agent in a memory cgroup with a limit here")
+    try:
+        federation = Federation(remote_ca_ttl="1h").start()
+    except SpireUnavailable as e:
+        require(str(e))
+    spire = federation.local
+    try:
+        if not spire.limit_agent_memory(512 * 2**20):
+            require("cannot put the agent in a memory cgroup with a limit here")
+        yield from _stack(spire, tmp_path)
+    finally:
+        federation.stop()
+
+
+def _stack(
+    spire: LocalSpire, tmp_path: Path
+) -> Iterator[tuple[LocalSpire, RunningExporter, PromStack, Webhook]]:
     from alerts import generate
 
     # Only `for:` is shortened for the test; every expression is the shipped one.
@@ -40,37 +59,28 @@ def stack(healthy_spire, tmp_path):
         **{
             "agent.process.cmdline_pattern": re.escape(f"{spire.dir}/agent/agent.conf"),
             "agent.health.url": f"http://127.0.0.1:{spire.health_port}",
+            # The opt-in probes too: their panels and rules are checked like the others.
+            "probes.debug_get_info.socket": f"unix://{spire.admin_socket}",
+            "probes.sds_fetch_secrets.enabled": True,
         },
     )
     webhook = Webhook()
     # A second identity for the exporter with a 1-minute X.509 TTL, so that the agent renews an
     # SVID during the test and reports it in its expiring-SVIDs telemetry. Renewed at half its
     # lifetime, plus up to one 5 s sync, it stays clear of the rotation alert's 40 %.
-    short_lived = spire.create_entry(spiffe_id=f"spiffe://{spire.trust_domain}/short-lived", x509_ttl=60)
-    try:
-        with RunningExporter(cfg) as running:
-            # SPIRE's own telemetry, each in its own job, as the rules' selectors expect.
-            jobs = {
-                "spire-agent": f"127.0.0.1:{spire.telemetry_port}",
-                "spire-server": f"127.0.0.1:{spire.server_telemetry_port}",
-            }
-            prom = PromStack(tmp_path, running.url.removeprefix("http://"), rules, webhook, LABELS, jobs)
-            try:
-                yield spire, running, prom, webhook
-            finally:
-                prom.stop()
-                webhook.close()
-    finally:
-        spire.delete_entry(short_lived)
-        # The agent drops the SVID at its next sync; tests after this one expect one identity.
-        wait_until(
-            lambda: (
-                "short-lived"
-                not in spire.agent_cli("api", "fetch", "x509", "-socketPath", str(spire.agent_socket)).stdout
-            ),
-            60,
-            "the agent to drop the short-lived SVID",
-        )
+    spire.create_entry(spiffe_id=f"spiffe://{spire.trust_domain}/short-lived", x509_ttl=60)
+    with RunningExporter(cfg) as running:
+        # SPIRE's own telemetry, each in its own job, as the rules' selectors expect.
+        jobs = {
+            "spire-agent": f"127.0.0.1:{spire.telemetry_port}",
+            "spire-server": f"127.0.0.1:{spire.server_telemetry_port}",
+        }
+        prom = PromStack(tmp_path, running.url.removeprefix("http://"), rules, webhook, LABELS, jobs)
+        try:
+            yield spire, running, prom, webhook
+        finally:
+            prom.stop()
+            webhook.close()
 
 
 def wait_for_data(prom: PromStack) -> None:
@@ -124,6 +134,7 @@ def test_dashboards_rules_and_alert_delivery(stack) -> None:
     assert labels["severity"] == "warning" and labels["node"] == "test-node" and labels["cluster"] == "test"
     assert labels["job"] == "spire-health-exporter" and labels["rpc"] in {
         "fetch_x509_svid", "fetch_x509_bundles", "fetch_jwt_svid", "fetch_jwt_bundles", "validate_jwt_svid",
+        "sds_fetch_secrets",
     }  # fmt: skip
     notes = alert["annotations"]
     assert notes["summary"] == "SPIRE agent Workload API probe failing"
