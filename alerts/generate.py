@@ -219,9 +219,11 @@ def _shared(c: dict[str, Any]) -> tuple[dict[str, str], list[dict[str, str]]]:
         )
     )
     ns = a["SpireAgentsNotSyncing"]
+    # One per agent, whichever labels its target has: SPIRE's own PodMonitors (the hardened
+    # chart's) give namespace and pod but no node, so grouping by node alone would count one.
     not_syncing = record(
         "cluster:spire_agents_sync_failing:count",
-        f"count by (cluster) (count by ({per_node}) ({sync_failing}))",
+        f"count by (cluster) (count by ({per_node}, namespace, pod) ({sync_failing}))",
     )
     agents = record("cluster:spire_agents:count", f"count by (cluster) (up{{{agent_sel}}})")
     # The fleet dashboard's row of SPIRE's own agent telemetry, per cluster.
