@@ -146,10 +146,39 @@ def write_cni_config(conf_dir: Path, pod_subnet: str, ipam_dir: Path) -> None:
 """)
 
 
-def containerd_config(default: str, root: Path, cni_dir: Path, sandbox_image: str) -> str:
+def write_registry_config(path: Path, storage: Path, address: str) -> None:
+    """Debian's docker-registry (the Distribution registry 2.8), serving plain HTTP on the
+    cluster's network only, as a private registry behind a cluster's firewall would."""
+    path.write_text(f"""version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: {storage}
+  delete:
+    enabled: true
+http:
+  addr: {address}
+""")
+
+
+def write_registry_hosts(hosts_dir: Path, registry: str) -> None:
+    """containerd's per-registry hosts file: this registry speaks HTTP, not HTTPS."""
+    host = hosts_dir / registry
+    host.mkdir(parents=True)
+    (host / "hosts.toml").write_text(
+        f'server = "http://{registry}"\n\n[host."http://{registry}"]\n  capabilities = ["pull", "resolve"]\n'
+    )
+
+
+def containerd_config(
+    default: str, root: Path, cni_dir: Path, sandbox_image: str, registry_hosts: Path
+) -> str:
     """containerd's own default config with the settings this cluster needs changed; raises
     ValueError naming a setting that the default no longer has."""
     replacements = {
+        # The registry's hosts files (write_registry_hosts); the only config_path in the default.
+        'config_path = ""': f'config_path = "{registry_hosts}"',
         'root = "/var/lib/containerd"': f'root = "{root}"',
         'bin_dir = "/opt/cni/bin"': 'bin_dir = "/usr/lib/cni"',
         'conf_dir = "/etc/cni/net.d"': f'conf_dir = "{cni_dir}"',

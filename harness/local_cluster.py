@@ -51,6 +51,10 @@ SERVICE_IP = "10.233.0.1"  # the first address of SERVICE_SUBNET: the kubernetes
 API_PORT = 6443
 TRUST_DOMAIN = "example.org"
 EXPORTER_IMAGE = "localhost/spire-health-exporter:dev"
+# A registry on the cluster's network (Debian's docker-registry), which the chart's release pulls
+# the exporter's image from, as users pull it from theirs: the chart's image values for it.
+REGISTRY = f"{NODE_IP}:5000"
+REGISTRY_IMAGE_VALUES = {"registry": REGISTRY, "repository": "spire-health-exporter", "tag": "dev"}
 SPIRE_IMAGE = f"localhost/spire-health-exporter-spire:{versions.SPIRE}"
 PAUSE_IMAGE = "localhost/spire-health-exporter-pause:1"
 BASE_IMAGE = "localhost/spire-health-exporter-base:debian12-python3"
@@ -197,11 +201,22 @@ class Cluster:
             raise ClusterError(f"a cluster is already up in {self.dir}: run scripts/cluster down first")
         if os.getuid() != 0:
             raise ClusterError("the cluster needs root (namespaces, cgroups, containerd)")
-        for tool in ("containerd", "runc", "etcd", "nsenter", "unshare", "ip", "iptables", "podman"):
+        tools = (
+            "containerd",
+            "runc",
+            "etcd",
+            "nsenter",
+            "unshare",
+            "ip",
+            "iptables",
+            "podman",
+            "docker-registry",
+        )
+        for tool in tools:
             if shutil.which(tool) is None:
                 raise ClusterError(
                     f"{tool} is missing: apt-get install containerd runc etcd-server"
-                    " containernetworking-plugins podman iptables"
+                    " containernetworking-plugins podman iptables docker-registry"
                 )
         if not Path("/usr/lib/cni/bridge").exists():
             raise ClusterError("the CNI plugins are missing: apt-get install containernetworking-plugins")
@@ -370,12 +385,16 @@ class Cluster:
         d = self.dir
         cluster_files.write_cni_config(d / "cni", POD_SUBNET, d / "cni-ipam")
         default = _run(["containerd", "config", "default"]).stdout
+        cluster_files.write_registry_hosts(d / "registry-hosts", REGISTRY)
         try:
-            config = cluster_files.containerd_config(default, d / "containerd", d / "cni", PAUSE_IMAGE)
+            config = cluster_files.containerd_config(
+                default, d / "containerd", d / "cni", PAUSE_IMAGE, d / "registry-hosts"
+            )
         except ValueError as e:
             raise ClusterError(str(e)) from None
         (d / "containerd.toml").write_text(config)
         self._spawn("containerd", f"containerd --config {d}/containerd.toml")
+        self._registry()
         ctr = ["ctr", "--namespace", "k8s.io"]
         wait_until(
             lambda: self.run([*ctr, "version"], timeout=10, check=False).returncode == 0, 30, "containerd"
@@ -389,6 +408,22 @@ class Cluster:
         )
         wait_until(lambda: self._ok("get", "node", NODE), 60, f"node {NODE} to register")
         self.kubectl("wait", "--for=condition=Ready", f"node/{NODE}", "--timeout=120s", timeout=130)
+
+    def _registry(self) -> None:
+        """The registry on the cluster's network, with the exporter's image pushed to it: podman
+        runs in the cluster's network namespace only, so it keeps the host's image store."""
+        cluster_files.write_registry_config(self.dir / "registry.yml", self.dir / "registry", REGISTRY)
+        self._spawn("docker-registry", f"docker-registry serve {self.dir}/registry.yml")
+        probe = [
+            "python3",
+            "-c",
+            f"import urllib.request; urllib.request.urlopen('http://{REGISTRY}/v2/', timeout=2)",
+        ]
+        wait_until(lambda: self.run(probe, timeout=10, check=False).returncode == 0, 30, "the registry")
+        pid = str(self.holder_pid())
+        target = f"docker://{REGISTRY}/{REGISTRY_IMAGE_VALUES['repository']}:{REGISTRY_IMAGE_VALUES['tag']}"
+        push = ["nsenter", "--target", pid, "--net", "--", *PODMAN, "push", "--tls-verify=false", "--quiet"]
+        _run([*push, EXPORTER_IMAGE, target], timeout=300)
 
     def _spire(self) -> None:
         manifest = string.Template((K8S / "spire.yaml").read_text()).substitute(

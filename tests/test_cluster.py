@@ -22,14 +22,23 @@ from conftest import WORKLOAD_RPCS, assert_down_leaves_nothing, record_output
 from running import Samples, get, parse
 
 from exporter.probes.validate_jwt_svid import NO_TOKEN
-from harness.local_cluster import EXPORTER_ID, EXPORTER_NAMESPACE, EXPORTER_RELEASE, Cluster, ClusterError
+from harness.local_cluster import (
+    EXPORTER_ID,
+    EXPORTER_NAMESPACE,
+    EXPORTER_RELEASE,
+    REGISTRY,
+    REGISTRY_IMAGE_VALUES,
+    Cluster,
+    ClusterError,
+)
 from harness.local_spire import wait_until
 from harness.paths import CHART
 
 pytestmark = [pytest.mark.spire, pytest.mark.cluster]
 
 VALUES = {
-    "image": {"repository": "localhost/spire-health-exporter", "tag": "dev", "pullPolicy": "Never"},
+    # Pulled from the registry on the cluster's network, as docs/deploy.md pushes it.
+    "image": REGISTRY_IMAGE_VALUES,
     "probes": {"interval": "2s", "timeout": "1s"},
     "config": {"agent": {"sample_interval": "1s"}},
     # The values.yaml example: the agent's health port on the node's IP, from the downward API.
@@ -111,6 +120,26 @@ def container_cgroup(p: dict, controller: str) -> Path:  # type: ignore[type-arg
     )
     assert len(found) == 1, found
     return found[0]
+
+
+def test_the_image_is_pulled_from_the_registry_that_image_registry_names(release: Cluster) -> None:
+    exporter = pod(release, EXPORTER)
+    (container,) = exporter["spec"]["containers"]
+    image = f"{REGISTRY}/spire-health-exporter:dev"
+    assert container["image"] == image
+    # A pulled image is known by the registry's digest; an imported one would have none there.
+    (status,) = exporter["status"]["containerStatuses"]
+    assert status["imageID"].startswith(f"{REGISTRY}/spire-health-exporter@sha256:"), status["imageID"]
+    events = release.kubectl_json(
+        "get",
+        "events",
+        "-n",
+        EXPORTER_NAMESPACE,
+        "--field-selector",
+        f"involvedObject.name={exporter['metadata']['name']}",
+    )["items"]
+    pulled = [e["message"] for e in events if e["reason"] == "Pulled"]
+    assert any(image in m for m in pulled), pulled
 
 
 def test_every_probe_ok_under_the_k8s_attested_identity(release: Cluster) -> None:
@@ -342,6 +371,50 @@ def test_helm_upgrade_with_a_new_interval_rolls_the_pods_and_takes_effect(releas
     gaps = [b - a for a, b in itertools.pairwise(attempts)]
     print(f"\nfetch_x509_svid attempts after the upgrade, gaps: {[round(g, 2) for g in gaps]}")
     assert len(gaps) >= 2 and all(4.0 < g < 6.0 for g in gaps), gaps
+
+
+def test_a_namespace_at_pod_security_baseline_refuses_the_pods_with_a_clear_reason(release: Cluster) -> None:
+    """docs/deploy.md's Pod Security paragraph, as a user meets it: the install itself succeeds
+    with the API server's warning, and the DaemonSet's events name what the level forbids. The
+    release in spire-system (labelled privileged, as the hardened chart labels it) runs."""
+    namespace, name = "she-baseline", "she-baseline"
+    release.kubectl("create", "namespace", namespace)
+    try:
+        release.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=baseline")
+        values = release.dir / "values.yaml"
+        done = release.run(
+            [
+                *release.helm_command(),
+                "install",
+                name,
+                str(CHART),
+                "--namespace",
+                namespace,
+                "--values",
+                str(values),
+            ]
+        )
+        print(f"\nhelm install into a baseline namespace printed: {done.stderr.strip()}")
+        assert 'would violate PodSecurity "baseline:latest"' in done.stderr, done.stderr
+        assert "hostPID=true" in done.stderr and "hostPath volumes" in done.stderr, done.stderr
+
+        def refused() -> str:
+            events = release.kubectl_json(
+                "get", "events", "-n", namespace, "--field-selector", "reason=FailedCreate"
+            )["items"]
+            return " ".join(e["message"] for e in events)
+
+        wait_until(refused, 60, "the DaemonSet's FailedCreate event")
+        message = refused()
+        print(f"the DaemonSet's event: {message[:300]}")
+        assert 'violates PodSecurity "baseline:latest"' in message and "hostPID=true" in message, message
+        assert not release.kubectl_json("get", "pods", "-n", namespace)["items"]
+        labels = release.kubectl_json("get", "namespace", EXPORTER_NAMESPACE)["metadata"]["labels"]
+        assert labels["pod-security.kubernetes.io/enforce"] == "privileged"
+        assert probes_ok(scrape(release))
+    finally:
+        release.run([*release.helm_command(), "uninstall", name, "--namespace", namespace], check=False)
+        release.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
 def test_down_leaves_no_process_mount_cgroup_or_device(cluster: Cluster) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -484,8 +485,9 @@ def test_prometheus_rule_and_dashboards_equal_the_generated_ones() -> None:
 def test_cluster_spiffe_id_selects_the_exporter_pods() -> None:
     docs = render(ALL_ON)
     (cs,) = of_kind(docs, "ClusterSPIFFEID")
-    # The class the hardened chart's controller manager watches for its documented install.
-    assert cs["spec"]["className"] == "spire-server-spire"
+    # The class the hardened chart's controller manager watches in its production install:
+    # "<release namespace>-<release name>", release spire in spire-mgmt.
+    assert cs["spec"]["className"] == "spire-mgmt-spire"
     assert cs["spec"]["spiffeIDTemplate"] == (
         "spiffe://{{ .TrustDomain }}/ns/{{ .PodMeta.Namespace }}/sa/{{ .PodSpec.ServiceAccountName }}"
     )
@@ -626,3 +628,122 @@ def _wheel_install_and_run(spire, tmp_path: Path) -> None:
         record_output(out + err + "\n".join(lines))
         spire.delete_entry(entry)
     assert proc.returncode == 0, err
+
+
+def test_cluster_spiffe_id_class_follows_the_spire_release() -> None:
+    quick_start = {**ALL_ON, "clusterSPIFFEID.spireRelease.namespace": "spire-server"}
+    (cs,) = of_kind(render(quick_start), "ClusterSPIFFEID")
+    assert cs["spec"]["className"] == "spire-server-spire"
+    named = {**ALL_ON, "clusterSPIFFEID.className": "mesh-identities"}
+    (cs,) = of_kind(render(named), "ClusterSPIFFEID")
+    assert cs["spec"]["className"] == "mesh-identities"
+
+
+def test_the_pod_names_its_socket_for_commands_run_in_it() -> None:
+    """`probe --once` in the pod (the runbooks' first command) reads the socket from
+    SPIFFE_ENDPOINT_SOCKET; it is the socket the config file names, in both socket modes."""
+    for values in ({}, VALUE_SETS["csi-no-process"]):
+        docs = render(values)
+        (container,) = daemonset(docs)["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        socket = yaml.safe_load(rendered_config(values))["workload_api"]["socket"]
+        assert env["SPIFFE_ENDPOINT_SOCKET"] == socket and socket.startswith("unix:///")
+
+
+def test_a_rollout_moves_a_share_of_the_fleet_and_the_schema_checks_it() -> None:
+    assert daemonset(render({}))["spec"]["updateStrategy"]["rollingUpdate"] == {"maxUnavailable": "10%"}
+    assert daemonset(render({"updateStrategy.rollingUpdate.maxUnavailable": 3}))["spec"]["updateStrategy"][
+        "rollingUpdate"
+    ] == {"maxUnavailable": 3}
+    for bad in ("10 %", "0%", "150%", "ten"):
+        done = subprocess.run(
+            [
+                helm(),
+                "template",
+                "she",
+                str(CHART),
+                "--set",
+                f"updateStrategy.rollingUpdate.maxUnavailable={bad}",
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode != 0 and "maxUnavailable" in done.stderr, (bad, done.stderr)
+
+
+def test_installs_as_a_subchart_of_an_umbrella_chart(tmp_path) -> None:
+    """An umbrella chart passes `global` to every subchart; the schema must let it through."""
+    umbrella = tmp_path / "platform"
+    (umbrella / "charts").mkdir(parents=True)
+    shutil.copytree(CHART, umbrella / "charts" / "spire-health-exporter")
+    (umbrella / "Chart.yaml").write_text(
+        "apiVersion: v2\nname: platform\nversion: 0.1.0\n"
+        "dependencies:\n  - name: spire-health-exporter\n    version: '>=0.0.0-0'\n"
+    )
+    (umbrella / "values.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "global": {
+                    "spire": {"recommendations": {"enabled": True}},
+                    "imageRegistry": "registry.example",
+                },
+                "spire-health-exporter": {"clusterSPIFFEID": {"enabled": True}},
+            }
+        )
+    )
+    done = subprocess.run(
+        [
+            helm(),
+            "template",
+            "platform",
+            str(umbrella),
+            "--namespace",
+            "spire-system",
+            "--kube-version",
+            K8S_VERSION,
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    docs = [d for d in yaml.safe_load_all(done.stdout) if d]
+    (cs,) = of_kind(docs, "ClusterSPIFFEID")
+    assert cs["spec"]["className"] == "spire-mgmt-spire"
+    assert daemonset(docs)["metadata"]["name"] == "platform-spire-health-exporter"
+
+
+def test_without_the_host_parts_the_pod_fits_pod_security_baseline() -> None:
+    """docs/deploy.md: with agentProcess off and the CSI socket, no host namespace or hostPath."""
+    pod = daemonset(render(VALUE_SETS["csi-no-process"]))["spec"]["template"]["spec"]
+    assert not any(pod.get(k) for k in ("hostPID", "hostNetwork", "hostIPC"))
+    assert not [v["name"] for v in pod["volumes"] if "hostPath" in v]
+    for container in pod["containers"]:
+        context = container["securityContext"]
+        assert not context.get("privileged") and context["capabilities"]["drop"] == ["ALL"]
+        assert not any("hostPort" in port for port in container["ports"])
+
+
+def test_the_documented_operator_install_is_selected_by_kube_prometheus_stacks_defaults() -> None:
+    """kube-prometheus-stack's Prometheus selects PodMonitors, ServiceMonitors and PrometheusRules
+    by `release: <its release>` alone. The helm command docs/deploy.md gives for that path,
+    rendered as written, labels both objects it creates."""
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    (command,) = [
+        block
+        for block in re.findall(r"```sh\n(.*?)```", text, re.S)
+        if "helm install" in block and "kube-prometheus-stack" in block
+    ]
+    args = shlex.split(command.replace("\\\n", " "))
+    assert args[:2] == ["helm", "install"]
+    done = subprocess.run(
+        [helm(), "template", *args[2:], "--kube-version", K8S_VERSION],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr
+    docs = [d for d in yaml.safe_load_all(done.stdout) if d]
+    for kind in ("PodMonitor", "PrometheusRule"):
+        (obj,) = of_kind(docs, kind)
+        assert obj["metadata"]["labels"].get("release") == "kube-prometheus-stack", (kind, obj["metadata"])

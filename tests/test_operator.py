@@ -31,6 +31,7 @@ from harness.local_cluster import (
     EXPORTER_SELECTORS,
     NODE,
     NODE_ALIAS,
+    REGISTRY_IMAGE_VALUES,
     TRUST_DOMAIN,
     Cluster,
     shipped_alertmanager_config,
@@ -55,7 +56,7 @@ TUNED = {
     "SpireHealthExporterNoRegistrationEntry": {"window": "30s", "for": "5s"},
 }
 VALUES = {
-    "image": {"repository": "localhost/spire-health-exporter", "tag": "dev", "pullPolicy": "Never"},
+    "image": REGISTRY_IMAGE_VALUES,
     # The opt-in probes too, so that their rules and panels are checked like the others: the
     # agent's Debug API through the chart's admin socket mount (this cluster's agent runs as
     # root, so its socket's group is 0), and Envoy's SDS.
