@@ -642,7 +642,8 @@ def test_cluster_spiffe_id_class_follows_the_spire_release() -> None:
 def test_the_pod_names_its_socket_for_commands_run_in_it() -> None:
     """`probe --once` in the pod (the runbooks' first command) reads the socket from
     SPIFFE_ENDPOINT_SOCKET; it is the socket the config file names, in both socket modes."""
-    for values in ({}, VALUE_SETS["csi-no-process"]):
+    overridden = {"config.workload_api.socket": "unix:///run/custom/agent.sock"}
+    for values in ({}, VALUE_SETS["csi-no-process"], overridden):
         docs = render(values)
         (container,) = daemonset(docs)["spec"]["template"]["spec"]["containers"]
         env = {e["name"]: e.get("value") for e in container["env"]}
