@@ -142,8 +142,15 @@ def chart_example(values: Path) -> tuple[str, dict[str, str]]:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests marked `last` run after all others (the secrets check searches their output)."""
-    items.sort(key=lambda item: item.get_closest_marker("last") is not None)
+    """The image and cluster tests run after the others, so that .ci/run's background builds of
+    Kubernetes and the image overlap the rest; tests marked `last` run after all (the secrets
+    check searches their output). Otherwise the files' order."""
+    items.sort(
+        key=lambda item: (
+            item.get_closest_marker("last") is not None,
+            any(item.get_closest_marker(m) for m in ("image", "cluster")),
+        )
+    )
 
 
 def require(reason: str) -> None:
