@@ -55,6 +55,7 @@ EXPORTER_IMAGE = "localhost/spire-health-exporter:dev"
 # the exporter's image from, as users pull it from theirs: the chart's image values for it.
 REGISTRY = f"{NODE_IP}:5000"
 REGISTRY_IMAGE_VALUES = {"registry": REGISTRY, "repository": "spire-health-exporter", "tag": "dev"}
+REGISTRY_IMAGE = f"{REGISTRY}/{REGISTRY_IMAGE_VALUES['repository']}:{REGISTRY_IMAGE_VALUES['tag']}"
 SPIRE_IMAGE = f"localhost/spire-health-exporter-spire:{versions.SPIRE}"
 PAUSE_IMAGE = "localhost/spire-health-exporter-pause:1"
 BASE_IMAGE = "localhost/spire-health-exporter-base:debian12-python3"
@@ -421,9 +422,8 @@ class Cluster:
         ]
         wait_until(lambda: self.run(probe, timeout=10, check=False).returncode == 0, 30, "the registry")
         pid = str(self.holder_pid())
-        target = f"docker://{REGISTRY}/{REGISTRY_IMAGE_VALUES['repository']}:{REGISTRY_IMAGE_VALUES['tag']}"
         push = ["nsenter", "--target", pid, "--net", "--", *PODMAN, "push", "--tls-verify=false", "--quiet"]
-        _run([*push, EXPORTER_IMAGE, target], timeout=300)
+        _run([*push, EXPORTER_IMAGE, f"docker://{REGISTRY_IMAGE}"], timeout=300)
 
     def _spire(self) -> None:
         manifest = string.Template((K8S / "spire.yaml").read_text()).substitute(

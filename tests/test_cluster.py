@@ -27,6 +27,7 @@ from harness.local_cluster import (
     EXPORTER_NAMESPACE,
     EXPORTER_RELEASE,
     REGISTRY,
+    REGISTRY_IMAGE,
     REGISTRY_IMAGE_VALUES,
     Cluster,
     ClusterError,
@@ -125,8 +126,7 @@ def container_cgroup(p: dict, controller: str) -> Path:  # type: ignore[type-arg
 def test_the_image_is_pulled_from_the_registry_that_image_registry_names(release: Cluster) -> None:
     exporter = pod(release, EXPORTER)
     (container,) = exporter["spec"]["containers"]
-    image = f"{REGISTRY}/spire-health-exporter:dev"
-    assert container["image"] == image
+    assert container["image"] == REGISTRY_IMAGE
     # A pulled image is known by the registry's digest; an imported one would have none there.
     (status,) = exporter["status"]["containerStatuses"]
     assert status["imageID"].startswith(f"{REGISTRY}/spire-health-exporter@sha256:"), status["imageID"]
@@ -139,7 +139,7 @@ def test_the_image_is_pulled_from_the_registry_that_image_registry_names(release
         f"involvedObject.name={exporter['metadata']['name']}",
     )["items"]
     pulled = [e["message"] for e in events if e["reason"] == "Pulled"]
-    assert any(image in m for m in pulled), pulled
+    assert any(REGISTRY_IMAGE in m for m in pulled), pulled
 
 
 def test_every_probe_ok_under_the_k8s_attested_identity(release: Cluster) -> None:

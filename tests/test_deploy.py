@@ -61,25 +61,27 @@ VALUE_SETS = {
 }
 
 
+def helm_template(
+    *args: str, release: str = "she", chart: Path = CHART, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`helm template` of a chart for the Kubernetes version the offline schemas are for (helm
+    template assumes an old one)."""
+    command = [helm(), "template", release, str(chart), "--kube-version", K8S_VERSION, *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, cwd=cwd)
+
+
+def documents(done: subprocess.CompletedProcess[str]) -> list[dict]:
+    assert done.returncode == 0, done.stderr
+    return [d for d in yaml.safe_load_all(done.stdout) if d]
+
+
 def render(values: dict[str, str | float]) -> list[dict]:
     """The chart rendered with `values`: strings through --set, numbers through --set-json
     (--set keeps a float a string, which the schema rightly rejects)."""
-    # The Kubernetes version the offline schemas are for; helm template assumes an old one.
-    args = [
-        helm(),
-        "template",
-        "she",
-        str(CHART),
-        "--namespace",
-        "spire-system",
-        "--kube-version",
-        K8S_VERSION,
-    ]
+    args = ["--namespace", "spire-system"]
     for key, value in values.items():
         args += ["--set", f"{key}={value}"] if isinstance(value, str) else ["--set-json", f"{key}={value}"]
-    done = subprocess.run(args, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    return [d for d in yaml.safe_load_all(done.stdout) if d]
+    return documents(helm_template(*args))
 
 
 def of_kind(docs: list[dict], kind: str) -> list[dict]:
@@ -199,17 +201,7 @@ def test_monitors_relabel_the_node_name() -> None:
 
 
 def test_one_monitor_at_a_time() -> None:
-    args = [
-        helm(),
-        "template",
-        "she",
-        str(CHART),
-        "--kube-version",
-        K8S_VERSION,
-        "--set",
-        "podMonitor.enabled=true",
-    ]
-    done = subprocess.run([*args, "--set", "serviceMonitor.enabled=true"], capture_output=True, text=True)
+    done = helm_template("--set", "podMonitor.enabled=true", "--set", "serviceMonitor.enabled=true")
     assert done.returncode != 0 and "enable one of podMonitor and serviceMonitor" in done.stderr
 
 
@@ -657,18 +649,7 @@ def test_a_rollout_moves_a_share_of_the_fleet_and_the_schema_checks_it() -> None
         "rollingUpdate"
     ] == {"maxUnavailable": 3}
     for bad in ("10 %", "0%", "150%", "ten"):
-        done = subprocess.run(
-            [
-                helm(),
-                "template",
-                "she",
-                str(CHART),
-                "--set",
-                f"updateStrategy.rollingUpdate.maxUnavailable={bad}",
-            ],
-            capture_output=True,
-            text=True,
-        )
+        done = helm_template("--set", f"updateStrategy.rollingUpdate.maxUnavailable={bad}")
         assert done.returncode != 0 and "maxUnavailable" in done.stderr, (bad, done.stderr)
 
 
@@ -692,22 +673,7 @@ def test_installs_as_a_subchart_of_an_umbrella_chart(tmp_path) -> None:
             }
         )
     )
-    done = subprocess.run(
-        [
-            helm(),
-            "template",
-            "platform",
-            str(umbrella),
-            "--namespace",
-            "spire-system",
-            "--kube-version",
-            K8S_VERSION,
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, done.stderr
-    docs = [d for d in yaml.safe_load_all(done.stdout) if d]
+    docs = documents(helm_template("--namespace", "spire-system", release="platform", chart=umbrella))
     (cs,) = of_kind(docs, "ClusterSPIFFEID")
     assert cs["spec"]["className"] == "spire-mgmt-spire"
     assert daemonset(docs)["metadata"]["name"] == "platform-spire-health-exporter"
@@ -734,17 +700,9 @@ def test_the_documented_operator_install_is_selected_by_kube_prometheus_stacks_d
         for block in re.findall(r"```sh\n(.*?)```", text, re.S)
         if "helm install" in block and "kube-prometheus-stack" in block
     ]
-    args = shlex.split(command.replace("\\\n", " "))
-    assert args[:2] == ["helm", "install"]
-    done = subprocess.run(
-        [helm(), "template", *args[2:], "--kube-version", K8S_VERSION],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
-    assert done.returncode == 0, done.stderr
-    docs = [d for d in yaml.safe_load_all(done.stdout) if d]
+    helm_, install, release, chart, *args = shlex.split(command.replace("\\\n", " "))
+    assert (helm_, install) == ("helm", "install")
+    docs = documents(helm_template(*args, release=release, chart=Path(chart), cwd=ROOT))
     for kind in ("PodMonitor", "PrometheusRule"):
         (obj,) = of_kind(docs, kind)
         assert obj["metadata"]["labels"].get("release") == "kube-prometheus-stack", (kind, obj["metadata"])

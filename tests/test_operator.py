@@ -6,8 +6,9 @@ webhook receiver; a missing registration entry notifies alone; SPIRE's own telem
 PodMonitors of its own, feeds the dashboards.
 
 Windows and `for:` are shortened through the chart's values (as a user tunes them) so the module
-runs in minutes. kube-state-metrics is not served by the Go module proxy here, so its three
-rules are covered by promtool only (alerts/tests.yml).
+runs in minutes. kube-state-metrics does not run in this cluster yet (it builds from the Go
+module proxy as k8s.io/kube-state-metrics/v2), so its three rules are covered by promtool only
+(alerts/tests.yml).
 """
 
 from __future__ import annotations
@@ -171,7 +172,7 @@ def test_every_rule_selects_series_of_the_chart_targets_and_none_fires_while_hea
 
     wait_until(lambda: {r["name"] for r in loaded()} == wanted, 120, "the PrometheusRule loaded")
     wait_until(lambda: all(r["health"] == "ok" for r in loaded()), 60, "every rule evaluated")
-    # kube-state-metrics can't be had here (not served by the Go module proxy); the agent reports
+    # kube-state-metrics does not run in this cluster (see the module's docstring); the agent reports
     # SVIDs due for renewal only once a sync finds one, which a later test arranges.
     unserved = ("kube_", "spire_agent_cache_manager_expiring_svids_sum", UNFEDERATED)
     missing = []
