@@ -59,6 +59,9 @@ LABEL_KEYS = ("severity", "scope")
 PROBES = "spire_health_probes_total"
 DURATION = "spire_health_probe_duration_seconds"
 NODES = "cluster:spire_health_nodes:count"
+# Each SPIRE agent telemetry target with the node it runs on (docs/metrics.md, "The node of
+# SPIRE's own telemetry"): what every per-node rule and panel over SPIRE's agent series joins.
+AGENT_NODE = "instance:spire_agent_node:info"
 
 
 def _shared(c: dict[str, Any]) -> tuple[dict[str, str], list[dict[str, str]]]:
@@ -210,20 +213,33 @@ def _shared(c: dict[str, Any]) -> tuple[dict[str, str], list[dict[str, str]]]:
     server_path_share = share(trips_failing, trip_nodes, sp["fraction"], sp["min_nodes"])
 
     agent_sel, sw = c["agent_selector"], a["SpireAgentServerSyncFailing"]["window"]
+    ksm = c["ksm_selector"]
+    # The node of each agent target: its own label where its monitor sets one (a static config,
+    # or a PodMonitor that relabels it), else the node kube-state-metrics places its pod on, from
+    # the namespace and pod that every PodMonitor target carries (SPIRE's hardened chart's).
+    agent_pods = (
+        f"label_replace(max by (cluster, namespace, pod, node) (kube_pod_info{{{ksm}, {c['agent_pod_selector']}}}), "
+        f'"{node}", "$1", "node", "(.*)")'
+    )
+    by_target = f"cluster, job, instance, namespace, pod, {node}"
+    record(
+        AGENT_NODE,
+        f'group by ({by_target}) (up{{{agent_sel}, {node}!=""}}) or group by ({by_target}) '
+        f'(up{{{agent_sel}, {node}=""}} * on (cluster, namespace, pod) group_left ({node}) {agent_pods})',
+    )
     syncs = "spire_agent_manager_sync_fetch_entries_updates{%s, status%%s}[%s]" % (agent_sel, sw)
-    sync_failing = (
+    sync_failing = on_agent_node(
         "sum without (status) (increase(%s)) > 0 unless sum without (status) (increase(%s)) > 0"
         % (
             syncs % '!="OK"',
             syncs % '="OK"',
-        )
+        ),
+        node,
     )
     ns = a["SpireAgentsNotSyncing"]
-    # One per agent, whichever labels its target has: SPIRE's own PodMonitors (the hardened
-    # chart's) give namespace and pod but no node, so grouping by node alone would count one.
     not_syncing = record(
         "cluster:spire_agents_sync_failing:count",
-        f"count by (cluster) (count by ({per_node}, namespace, pod) ({sync_failing}))",
+        f"count by (cluster) (count by ({per_node}) ({sync_failing}))",
     )
     agents = record("cluster:spire_agents:count", f"count by (cluster) (up{{{agent_sel}}})")
     # The fleet dashboard's row of SPIRE's own agent telemetry, per cluster.
@@ -262,7 +278,6 @@ def _shared(c: dict[str, Any]) -> tuple[dict[str, str], list[dict[str, str]]]:
     agent_svid_left = f"({agent_expiry} - time()) / spire_health_agent_svid_lifetime_seconds{{{sel}}}"
 
     container = c["agent_container_selector"]
-    ksm = c["ksm_selector"]
     container_oom = (
         f'(kube_pod_container_status_last_terminated_reason{{{ksm}, {container}, reason="OOMKilled"}} '
         f"and on (namespace, pod, container) increase(kube_pod_container_status_restarts_total{{{ksm}, "
@@ -300,6 +315,11 @@ def _shared(c: dict[str, Any]) -> tuple[dict[str, str], list[dict[str, str]]]:
     return fragments, records
 
 
+def on_agent_node(expr: str, node: str) -> str:
+    """A per-target expression over SPIRE's agent telemetry, with the node its agent runs on."""
+    return f"({expr}) * on (cluster, job, instance) group_left ({node}) {AGENT_NODE}"
+
+
 def _params(c: dict[str, Any], name: str, shared: dict[str, str]) -> dict[str, Any]:
     own = c["alerts"].get(name, {})
     params = {
@@ -311,6 +331,7 @@ def _params(c: dict[str, Any], name: str, shared: dict[str, str]) -> dict[str, A
         "agent_container_sel": c["agent_container_selector"],
         "node": "{{ $labels.%s }}" % c["node_label"],
         "node_label": c["node_label"],
+        "agent_node": AGENT_NODE,
         "objective": c["slo_objective"],
         "cached": CACHED,
         **shared,
@@ -351,9 +372,10 @@ def _params(c: dict[str, Any], name: str, shared: dict[str, str]) -> dict[str, A
         )
     counter = "spire_agent_workload_api_connection{%(agent_sel)s}" % params
     if "min_rate" in own:
-        params["churn"] = f"sum without (host) (rate({counter}[{own['window']}]))"
-        params["baseline"] = (
-            f"sum without (host) (rate({counter}[{own['baseline_window']}] offset {own['window']}))"
+        node = c["node_label"]
+        params["churn"] = on_agent_node(f"sum without (host) (rate({counter}[{own['window']}]))", node)
+        params["baseline"] = on_agent_node(
+            f"sum without (host) (rate({counter}[{own['baseline_window']}] offset {own['window']}))", node
         )
     if "growth" in own:
 
@@ -362,7 +384,9 @@ def _params(c: dict[str, Any], name: str, shared: dict[str, str]) -> dict[str, A
             # The comparison first, so that the alert's value is the current count.
             return f"({series} >= max_over_time({series}[{w}]) and {series} - min_over_time({series}[{w}]) >= {g})"
 
-        params["growing_agent"] = growing("spire_agent_workload_api_connections{%(agent_sel)s}" % params)
+        in_flight = "spire_agent_workload_api_connections{%(agent_sel)s}" % params
+        params["growing_agent"] = on_agent_node(growing(in_flight), c["node_label"])
+        params["agent_connections"] = on_agent_node(in_flight, c["node_label"])
         params["growing_socket"] = growing("spire_health_agent_socket_connections{%(sel)s}" % params)
     return params
 

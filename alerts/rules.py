@@ -341,8 +341,7 @@ ALERTS = [
     ),
     Alert(
         "SpireAgentWorkloadAPIStreamsGrowing",
-        "%(growing_agent)s or (%(growing_socket)s unless on (%(node_label)s) "
-        "spire_agent_workload_api_connections{%(agent_sel)s})",
+        "%(growing_agent)s or (%(growing_socket)s unless on (cluster, %(node_label)s) %(agent_connections)s)",
         "Open Workload API streams only grow",
         "Open Workload API streams or connections on node %(node)s grew by at least %(growth)s "
         "over %(window)s to {{ $value | humanize }} and never fell: a client is likely leaking "
@@ -378,6 +377,27 @@ ALERTS = [
         "Node {{ $labels.node }} runs a SPIRE agent pod but Prometheus has no spire-health-exporter target "
         "there, while other nodes have one: the DaemonSet does not select or tolerate the node, or its pod "
         "is not running.",
+    ),
+    # -- SPIRE's own telemetry, which the alerts above it read, missing ------------------------
+    Alert(
+        "SpireAgentTelemetryMissing",
+        # Nodes the exporter watches whose agent's telemetry is not scraped, or not placed on its
+        # node (no node label and no kube_pod_info for its pod). A stopped agent is AgentDown's.
+        "count by (cluster) (group by (cluster, %(node_label)s) (up{%(sel)s} == 1) "
+        "unless on (cluster, %(node_label)s) (%(agent_node)s and on (cluster, job, instance) up{%(agent_sel)s} == 1) "
+        "unless on (cluster, %(node_label)s) (%(agent_down)s))",
+        "SPIRE agent telemetry missing",
+        "{{ $value }} nodes in " + CLUSTER + " run the exporter, but Prometheus scrapes no SPIRE agent "
+        "telemetry it can place on them: the alerts and panels over SPIRE's own agent series "
+        "(server sync, Workload API churn and streams) are blind there.",
+    ),
+    Alert(
+        "SpireServerTelemetryMissing",
+        "count by (cluster) (up{%(sel)s} == 1) "
+        "unless on (cluster) count by (cluster) (spire_server_uptime_in_ms{%(server_sel)s})",
+        "SPIRE server telemetry missing",
+        "Prometheus has no SPIRE server telemetry in " + CLUSTER + ", where {{ $value }} nodes run the "
+        "exporter: SpireServerCAExpiringSoon and the server panels are blind.",
     ),
     Alert(
         "SpireHealthExporterAbsent",

@@ -55,6 +55,12 @@ def variables(node_multi: bool) -> list[db.QueryVariable | db.DatasourceVariable
             'label_values(spire_health_build_info{cluster=~"$cluster", job=~"$job"}, node)',
             node_multi,
         ),
+        # Hidden: the SPIRE agent telemetry targets on the chosen nodes (panels.AGENT_SEL).
+        query(
+            "agent",
+            f'label_values({p.AGENT_NODE}{{cluster=~"$cluster", node=~"$node"}}, instance)',
+            True,
+        ).hide(dm.VariableHide.HIDE_VARIABLE),
         # Hidden; the chart sets it from prometheusRule.sloObjective, as the rules have it.
         db.ConstantVariable(p.SLO.lstrip("$")).value(str(p.OBJECTIVE)),
     ]

@@ -1,9 +1,11 @@
 """The dashboards' panels, as grafana-foundation-sdk builders, and the queries behind them.
 
 Selectors: the exporter's series carry cluster, job and node (SEL); SPIRE's own agent telemetry
-comes from its own scrape job, so it is selected by cluster and node only (AGENT_SEL); the
-server's by cluster (SERVER_SEL). The recording rules of alerts/ carry cluster, and node where
-they are per node.
+comes from its own scrape job, whose targets may carry no node (SPIRE's hardened chart's
+PodMonitor): it is selected by cluster and by the hidden `$agent` variable, the agent targets the
+rules' instance:spire_agent_node:info places on the chosen nodes (AGENT_SEL), and gets its node
+from that recording (on_agent_node). The server's by cluster (SERVER_SEL). The recording rules of
+alerts/ carry cluster, and node where they are per node.
 
 The fleet dashboard reads only recording rules: one series per cluster for its stats and
 trends, and for its worst-node tables the per-node recordings at this moment. At 5,000 nodes a
@@ -31,7 +33,8 @@ RUNBOOKS: str = ALERTS["runbook_url"]
 OBJECTIVE: float = ALERTS["slo_objective"]
 DS = dm.DataSourceRef(type_val="prometheus", uid="${datasource}")
 SEL = 'cluster=~"$cluster", job=~"$job", node=~"$node"'
-AGENT_SEL = 'cluster=~"$cluster", node=~"$node"'
+AGENT_SEL = 'cluster=~"$cluster", instance=~"$agent"'
+AGENT_NODE = "instance:spire_agent_node:info"
 SERVER_SEL = 'cluster=~"$cluster"'
 RULE_SEL = 'cluster=~"$cluster", node=~"$node"'
 CACHED = 'rpc!~"fetch_jwt_svid_roundtrip|debug_get_info"'
@@ -126,6 +129,11 @@ def panel(
             .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]))
         )
     return builder
+
+
+def on_agent_node(expr: str) -> str:
+    """SPIRE agent series (AGENT_SEL) with the node their agent runs on; only agent targets match."""
+    return f'({expr}) * on (cluster, job, instance) group_left (node) {AGENT_NODE}{{cluster=~"$cluster", node=~"$node"}}'
 
 
 def rate(metric: str, sel: str, window: str = "$__rate_interval") -> str:
@@ -392,7 +400,12 @@ def spire_panels(by: str, fleet: bool) -> list[Panel]:
         uptime = panel(
             table.Panel,
             "Agents started most recently",
-            [(f"bottomk(10, max by (cluster, node) (spire_agent_uptime_in_ms{{{AGENT_SEL}}})) / 1000", "")],
+            [
+                (
+                    f"bottomk(10, max by (cluster, node) ({on_agent_node(f'spire_agent_uptime_in_ms{{{AGENT_SEL}}}')})) / 1000",
+                    "",
+                )
+            ],
             "s",
             "The ten agents with the shortest uptime, from SPIRE's spire_agent_uptime_in_ms.",
             "SpireAgentRestarting",
@@ -402,7 +415,12 @@ def spire_panels(by: str, fleet: bool) -> list[Panel]:
         uptime = panel(
             timeseries.Panel,
             "Agent uptime",
-            [(f"max by (node) (spire_agent_uptime_in_ms{{{AGENT_SEL}}}) / 1000", "uptime")],
+            [
+                (
+                    f"max by (node) ({on_agent_node(f'spire_agent_uptime_in_ms{{{AGENT_SEL}}}')}) / 1000",
+                    "uptime",
+                )
+            ],
             "s",
             "Time since the agent started, from SPIRE's spire_agent_uptime_in_ms.",
             "SpireAgentRestarting",
@@ -414,9 +432,9 @@ def spire_panels(by: str, fleet: bool) -> list[Panel]:
         cached = f"cluster:spire_agent_lru_cache_svid_map_size:sum{{{SERVER_SEL}}}"
         expiring = f"cluster:spire_agent_cache_manager_expiring_svids_sum:rate5m{{{SERVER_SEL}}}"
     else:
-        syncs = f"sum by ({by}, status) ({rate('spire_agent_manager_sync_fetch_entries_updates', AGENT_SEL)})"
-        cached = f"sum by ({by}) (spire_agent_lru_cache_svid_map_size{{{AGENT_SEL}}})"
-        expiring = f"sum by ({by}) ({rate('spire_agent_cache_manager_expiring_svids_sum', AGENT_SEL)})"
+        syncs = f"sum by ({by}, status) ({on_agent_node(rate('spire_agent_manager_sync_fetch_entries_updates', AGENT_SEL))})"
+        cached = f"sum by ({by}) ({on_agent_node(f'spire_agent_lru_cache_svid_map_size{{{AGENT_SEL}}}')})"
+        expiring = f"sum by ({by}) ({on_agent_node(rate('spire_agent_cache_manager_expiring_svids_sum', AGENT_SEL))})"
     return [
         panel(
             timeseries.Panel,
@@ -633,7 +651,7 @@ def why_slow_panels() -> list[Panel]:
             "Workload API calls started per second",
             [
                 (
-                    f"sum by (node) ({rate('spire_agent_workload_api_connection', AGENT_SEL)})",
+                    f"sum by (node) ({on_agent_node(rate('spire_agent_workload_api_connection', AGENT_SEL))})",
                     "calls started/s",
                 )
             ],
@@ -648,7 +666,7 @@ def why_slow_panels() -> list[Panel]:
             "Open Workload API streams",
             [
                 (
-                    f"sum by (node) (spire_agent_workload_api_connections{{{AGENT_SEL}}})",
+                    f"sum by (node) ({on_agent_node(f'spire_agent_workload_api_connections{{{AGENT_SEL}}}')})",
                     "in-flight RPCs (SPIRE)",
                 ),
                 (
@@ -771,7 +789,7 @@ def agent_panels() -> list[Panel]:
                 # which the chart doesn't grant; SPIRE's own telemetry has them too.
                 (
                     f"max by (node) (spire_health_agent_process_open_fds{{{SEL}}}) or "
-                    f'max by (node) (process_open_fds{{{AGENT_SEL}, job="spire-agent"}})',
+                    f"max by (node) ({on_agent_node(f'process_open_fds{{{AGENT_SEL}}}')})",
                     "open FDs",
                 ),
             ],

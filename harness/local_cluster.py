@@ -69,7 +69,11 @@ MONITORING_IMAGES = {
     ),
     "prometheus": f"localhost/spire-health-exporter-prometheus:{versions.PROMETHEUS}",
     "alertmanager": f"localhost/spire-health-exporter-alertmanager:{versions.ALERTMANAGER}",
+    "kube-state-metrics": f"localhost/spire-health-exporter-kube-state-metrics:{versions.KUBE_STATE_METRICS}",
 }
+# The server's CA lifetime; a test that needs a CA rotation in minutes brings the cluster up with
+# a shorter one (SHE_CA_TTL).
+CA_TTL = os.environ.get("SHE_CA_TTL", "24h")
 WEBHOOK_PORT = 19095
 WEBHOOK_URL = f"http://{NODE_IP}:{WEBHOOK_PORT}"
 # The node alias every agent of this cluster gets (k8s_psat), and the exporter's own entry: the
@@ -169,8 +173,8 @@ class Cluster:
         return ["env", *env, f"HELM_DATA_HOME={home}", str(self.bin / "helm")]
 
     def spire_server_command(self) -> list[str]:
-        exec_ = ["exec", "-n", "spire-server", "spire-server-0", "--", "/usr/local/bin/spire-server"]
-        return [*self.kubectl_command(), *exec_]
+        exec_ = ["exec", "-n", "spire-server", "spire-server-0", "-c", "spire-server", "--"]
+        return [*self.kubectl_command(), *exec_, "/opt/spire/bin/spire-server"]
 
     def kubectl(self, *args: str, timeout: float = 120, check: bool = True, stdin: str | None = None) -> str:
         cmd = [*self.kubectl_command(), f"--request-timeout={int(timeout)}s", *args]
@@ -247,8 +251,9 @@ class Cluster:
         _run([str(SCRIPTS / "build-image"), EXPORTER_IMAGE], timeout=3600)
         spire_bin = find_spire_bin_dir()
         builds = {
-            SPIRE_IMAGE: f"FROM {BASE_IMAGE}\nCOPY spire-server spire-agent /usr/local/bin/\n"
-            'CMD ["/usr/local/bin/spire-agent"]\n',
+            # Where SPIRE's own images have them, which the runbooks' commands name.
+            SPIRE_IMAGE: f"FROM {BASE_IMAGE}\nCOPY spire-server spire-agent /opt/spire/bin/\n"
+            'CMD ["/opt/spire/bin/spire-agent"]\n',
             # containerd needs a sandbox image whose config has a command; it only has to wait.
             PAUSE_IMAGE: f'FROM {BASE_IMAGE}\nCMD ["/bin/sleep", "infinity"]\n',
         }
@@ -432,6 +437,7 @@ class Cluster:
             NODE_IP=NODE_IP,
             SPIRE_IMAGE=SPIRE_IMAGE,
             AGENT_LOG_LEVEL="DEBUG",
+            CA_TTL=CA_TTL,
             AGENT_MEMORY_LIMIT=os.environ.get("SHE_AGENT_MEMORY_LIMIT", "256Mi"),
         )
         self.kubectl("apply", "-f", "-", stdin=manifest)
@@ -458,8 +464,9 @@ class Cluster:
         shutil.copy2(alertmanager, self.dir / "alertmanager")
         # Debian's Alertmanager reads its notification templates from here.
         templates = sorted(Path("/usr/share/prometheus/alertmanager").glob("*.tmpl"))
+        ksm = find_built("build-kube-state-metrics", f"kube-state-metrics {versions.KUBE_STATE_METRICS}")
         binaries = [operator / n for n in ("operator", "prometheus-config-reloader", "prometheus")]
-        files = [*binaries, self.dir / "alertmanager", *templates]
+        files = [*binaries, ksm / "kube-state-metrics", self.dir / "alertmanager", *templates]
         copy_templates = "".join(f"COPY {t.name} {t}\n" for t in templates)
         # The operator gives each container its arguments only, so each image's entrypoint is its binary.
         builds = {
@@ -485,6 +492,7 @@ class Cluster:
             PROMETHEUS_VERSION=versions.PROMETHEUS,
             ALERTMANAGER_IMAGE=MONITORING_IMAGES["alertmanager"],
             ALERTMANAGER_VERSION=versions.ALERTMANAGER,
+            KSM_IMAGE=MONITORING_IMAGES["kube-state-metrics"],
             WEBHOOK_IMAGE=SPIRE_IMAGE,  # SPIRE's image has the base's Python
             NODE_IP=NODE_IP,
             WEBHOOK_PORT=WEBHOOK_PORT,
@@ -492,6 +500,7 @@ class Cluster:
         )
         self.kubectl("apply", "-f", "-", stdin=manifest)
         self.rollout("default", "deployment/prometheus-operator")
+        self.rollout("default", "deployment/kube-state-metrics")
         # The operator creates the StatefulSets; wait for them to exist, then to be ready.
         for workload in ("statefulset/prometheus-main", "statefulset/alertmanager-main"):
             wait_until(functools.partial(self._ok, "get", "-n", "default", workload), 120, workload)

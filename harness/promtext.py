@@ -41,11 +41,13 @@ def duration_seconds(text: str) -> float:
 
 
 def fill_dashboard_variables(expr: str, node: str, rate_interval: str = "1m", range_: str = "5m") -> str:
-    """A dashboard query as Grafana sends it for every cluster, the exporter's job and `node`,
-    with the SLO objective the rules use."""
+    """A dashboard query as Grafana sends it for every cluster, the exporter's job and `node`
+    (and every agent target, which the query's own join narrows to that node), with the SLO
+    objective the rules use."""
     objective = str(yaml.safe_load((ROOT / "alerts" / "config.yml").read_text())["slo_objective"])
     return (
         expr.replace("$cluster", ".*").replace("$job", "spire-health-exporter").replace("$node", node)
+        .replace("$agent", ".*")
         .replace("$__rate_interval", rate_interval).replace("$__range", range_)
         .replace("$slo_objective", objective)
     )  # fmt: skip

@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
@@ -70,9 +70,23 @@ def spire_names_read() -> set[str]:
     )
     return {
         m
-        for m in re.findall(r"\bspire_(?:agent|server)_\w+", shipped_text)
+        # Not a part of a recording's name (level:metric:operations).
+        for m in re.findall(r"(?<![:\w])spire_(?:agent|server)_\w+(?![\w:])", shipped_text)
         if metric_source(m) != "exporter" and not m.endswith("_")
     }
+
+
+def umbrella_chart(directory: Path, values: dict[str, Any]) -> Path:
+    """A small umbrella chart, "platform", with the chart as its one dependency and `values`."""
+    umbrella = directory / "platform"
+    (umbrella / "charts").mkdir(parents=True)
+    shutil.copytree(CHART, umbrella / "charts" / "spire-health-exporter")
+    (umbrella / "Chart.yaml").write_text(
+        "apiVersion: v2\nname: platform\nversion: 0.1.0\n"
+        "dependencies:\n  - name: spire-health-exporter\n    version: '>=0.0.0-0'\n"
+    )
+    (umbrella / "values.yaml").write_text(yaml.safe_dump(values))
+    return umbrella
 
 
 def fill(expr: str, node: str) -> str:

@@ -136,8 +136,11 @@ def test_dashboard_shape(name) -> None:
         "cluster",
         "job",
         "node",
+        "agent",
         "slo_objective",
     ]
+    (agent,) = [v for v in d["templating"]["list"] if v["name"] == "agent"]
+    assert agent["hide"] == 2 and agent["query"].startswith(f"label_values({AGENT_NODE}")
     assert (
         d["annotations"]["list"]
         and "spire_health_agent_process_start_time_seconds" in d["annotations"]["list"][0]["expr"]
@@ -152,7 +155,9 @@ def test_dashboard_shape(name) -> None:
         for t in p["targets"]:
             expr = t["expr"]
             # Each source by its own labels: the exporter's by cluster, job and node; SPIRE's own
-            # agent telemetry (its own scrape job) by cluster and node; the server's by cluster.
+            # agent telemetry (its own scrape job, whose targets may carry no node) by cluster
+            # and the agent targets on the chosen nodes, then given their node by the rules'
+            # recording; the server's by cluster.
             names = set(re.findall(r"\b([a-z_]+:spire_[a-z0-9_:]+|spire_[a-z0-9_]+)\b", expr))
             for metric in names:
                 source = metric_source(metric)
@@ -161,6 +166,8 @@ def test_dashboard_shape(name) -> None:
                 ]
                 if wanted:
                     assert f"{metric}{{{wanted}" in expr, (p["title"], metric, expr)
+                if source == "agent":
+                    assert AGENT_JOIN in expr, (p["title"], expr)
             if "{__name__=~" in expr:
                 assert 'cluster=~"$cluster"' in expr
         for link in p.get("links", []):
@@ -170,7 +177,11 @@ def test_dashboard_shape(name) -> None:
 
 
 SEL = 'cluster=~"$cluster", job=~"$job", node=~"$node"'
-AGENT_SEL = 'cluster=~"$cluster", node=~"$node"'
+AGENT_SEL = 'cluster=~"$cluster", instance=~"$agent"'
+AGENT_NODE = "instance:spire_agent_node:info"
+AGENT_JOIN = (
+    f'* on (cluster, job, instance) group_left (node) {AGENT_NODE}{{cluster=~"$cluster", node=~"$node"}}'
+)
 
 
 def test_the_fleet_dashboard_scales_to_thousands_of_nodes() -> None:

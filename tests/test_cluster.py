@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import WORKLOAD_RPCS, assert_down_leaves_nothing, record_output
+from conftest import WORKLOAD_RPCS, assert_down_leaves_nothing, record_output, umbrella_chart
 from running import Samples, get, parse
 
 from exporter.probes.validate_jwt_svid import NO_TOKEN
@@ -33,7 +33,7 @@ from harness.local_cluster import (
     ClusterError,
 )
 from harness.local_spire import wait_until
-from harness.paths import CHART
+from harness.paths import CHART, K8S
 
 pytestmark = [pytest.mark.spire, pytest.mark.cluster]
 
@@ -43,9 +43,11 @@ VALUES = {
     "probes": {"interval": "2s", "timeout": "1s"},
     "config": {"agent": {"sample_interval": "1s"}},
     # The values.yaml example: the agent's health port on the node's IP, from the downward API.
-    "agentHealth": {"url": "http://$(HOST_IP):9980"},
+    "agentHealth": {"url": "http://$(HOST_IP):9982"},
 }
-AGENT = ("spire-system", "app.kubernetes.io/name=spire-agent")
+# SPIRE's hardened chart's agent pods (harness/k8s/spire.yaml), which run as uid 1000.
+AGENT = ("spire-system", "app.kubernetes.io/name=agent")
+AGENT_UID = 1000
 # A node label nothing carries: the agent's DaemonSet leaves the node while its selector holds it.
 AGENT_AWAY = "spire-health-exporter.test/no-agent"
 EXPORTER = (EXPORTER_NAMESPACE, f"app.kubernetes.io/name={EXPORTER_RELEASE}")
@@ -203,6 +205,47 @@ def test_agent_found_through_host_pids_and_its_cgroup_limit_is_the_pods(release:
         "SC_CLK_TCK"
     )
     assert abs(get(samples, "spire_health_agent_process_start_time_seconds") - started) < 2  # type: ignore[operator]
+
+
+def test_a_non_root_agent_is_read_for_all_but_its_file_descriptors(release: Cluster) -> None:
+    """The hardened chart's agent runs as uid 1000 and the exporter as 65532 without capabilities:
+    /proc/<pid>/status, stat and net/unix are anyone's to read, the cgroup files are mounted
+    read-only, but /proc/<pid>/fd is its owner's alone (docs/metrics.md)."""
+    samples = wait_for(release, probes_ok, 60, "every probe OK")
+    agent = pod(release, AGENT)
+    (pid,) = {int(p) for p in (container_cgroup(agent, "memory") / "cgroup.procs").read_text().split()}
+    status = Path(f"/proc/{pid}/status").read_text()
+    uids = next(line.split()[1:] for line in status.splitlines() if line.startswith("Uid:"))
+    assert set(uids) == {str(AGENT_UID)}, uids
+    exporter = pod(release, EXPORTER)
+    assert exporter["spec"]["securityContext"]["runAsUser"] != AGENT_UID
+    read = {
+        name: get(samples, name)
+        for name in (
+            "spire_health_agent_process_up",
+            "spire_health_agent_process_resident_memory_bytes",
+            "spire_health_agent_process_peak_resident_memory_bytes",
+            "spire_health_agent_process_threads",
+            "spire_health_agent_process_start_time_seconds",
+            "spire_health_agent_socket_connections",
+            "spire_health_agent_cgroup_memory_working_set_bytes",
+            "spire_health_agent_cgroup_memory_limit_bytes",
+            "spire_health_agent_process_open_fds",
+        )
+    }
+    print(f"\nread of the uid {AGENT_UID} agent: {read}")
+    unread = [name for name, value in read.items() if value is None]
+    assert unread == ["spire_health_agent_process_open_fds"], read
+    assert read["spire_health_agent_process_up"] == 1
+    # The peak is VmHWM from /proc/<pid>/status, at least the resident set it read with it.
+    vm_hwm = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) * 1024
+    assert (
+        read["spire_health_agent_process_peak_resident_memory_bytes"]
+        >= read[  # type: ignore[operator]
+            "spire_health_agent_process_resident_memory_bytes"
+        ]
+    )
+    assert abs(read["spire_health_agent_process_peak_resident_memory_bytes"] - vm_hwm) < 64 << 20  # type: ignore[operator]
 
 
 def test_exporter_stays_within_its_chart_limits(release: Cluster) -> None:
@@ -417,6 +460,38 @@ def test_a_namespace_at_pod_security_baseline_refuses_the_pods_with_a_clear_reas
     finally:
         release.run([*release.helm_command(), "uninstall", name, "--namespace", namespace], check=False)
         release.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def test_installed_as_a_subchart_it_runs_and_its_clusterspiffeid_has_the_production_class(
+    release: Cluster, tmp_path: Path
+) -> None:
+    """As a dependency of an umbrella chart that sets `global` (as SPIRE's hardened chart's users
+    do), installed with `helm install`: its pod runs, and the ClusterSPIFFEID the API server
+    stores names the hardened chart's production class. The CRD is a stand-in (no
+    spire-controller-manager here), so no entry follows from it."""
+    release.kubectl("apply", "-f", str(K8S / "clusterspiffeid-crd.yaml"))
+    release.kubectl("wait", "--for=condition=Established", "crd/clusterspiffeids.spire.spiffe.io")
+    umbrella = umbrella_chart(
+        tmp_path,
+        {
+            "global": {"spire": {"recommendations": {"enabled": True}}},
+            "spire-health-exporter": {"image": REGISTRY_IMAGE_VALUES, "clusterSPIFFEID": {"enabled": True}},
+        },
+    )
+    namespace = "she-platform"
+    release.helm("install", "platform", str(umbrella), "--namespace", namespace, "--create-namespace")
+    try:
+        release.rollout(namespace, "daemonset/platform-spire-health-exporter")
+        (cs,) = release.kubectl_json("get", "clusterspiffeids")["items"]
+        print(f"\nthe umbrella's ClusterSPIFFEID: {cs['metadata']['name']}, class {cs['spec']['className']}")
+        assert cs["spec"]["className"] == "spire-mgmt-spire"
+        assert cs["metadata"]["labels"]["app.kubernetes.io/instance"] == "platform"
+        (p,) = release.kubectl_json("get", "pods", "-n", namespace)["items"]
+        assert p["status"]["phase"] == "Running" and p["spec"]["containers"][0]["image"] == REGISTRY_IMAGE
+    finally:
+        release.helm("uninstall", "platform", "--namespace", namespace, "--wait")
+        release.kubectl("delete", "namespace", namespace, timeout=180)
+        release.kubectl("delete", "-f", str(K8S / "clusterspiffeid-crd.yaml"))
 
 
 def test_down_leaves_no_process_mount_cgroup_or_device(cluster: Cluster) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
-from conftest import K8S_VERSION, ROOT, helm, record_output, require, tool
+from conftest import K8S_VERSION, ROOT, helm, record_output, require, tool, umbrella_chart
 
 from exporter import config as exporter_config
 from harness.local_spire import free_port
@@ -305,9 +305,18 @@ def test_the_rules_select_the_job_each_monitor_gives(
     job = labelled["labels"][mon["spec"]["jobLabel"]]
     assert job == (name_override or "spire-health-exporter")
     (rule,) = of_kind(docs, "PrometheusRule")
-    selected = set(re.findall(r'job="([^"]+)"', yaml.safe_dump(rule["spec"], width=10000)))
-    # SPIRE's own telemetry and kube-state-metrics have jobs of their own.
-    assert selected == {job, "spire-agent", "spire-server", "kube-state-metrics"}
+    spec = yaml.safe_dump(rule["spec"], width=10000)
+    selected = set(re.findall(r'job="([^"]+)"', spec))
+    # kube-state-metrics has a job of its own; SPIRE's own telemetry the jobs of the hardened
+    # chart's PodMonitors (<namespace>/<name>), or a job named for it.
+    assert selected == {job, "kube-state-metrics"}
+    spire = {m for m in re.findall(r'job=~"([^"]+)"', spec) if "spire" in m}
+    assert spire == {"(.+/)?spire-agent", "(.+/)?spire-server"}
+    for matcher, jobs in (
+        ("(.+/)?spire-agent", ("spire-system/spire-agent", "spire-agent")),
+        ("(.+/)?spire-server", ("spire-server/spire-server", "spire-server")),
+    ):
+        assert all(re.fullmatch(matcher, j) for j in jobs) and not re.fullmatch(matcher, job)
 
     (tmp_path / "rules.yml").write_text(yaml.safe_dump(rule["spec"]))
     # The labels prometheus-operator gives a target of this monitor, and the chart's node relabeling.
@@ -655,23 +664,12 @@ def test_a_rollout_moves_a_share_of_the_fleet_and_the_schema_checks_it() -> None
 
 def test_installs_as_a_subchart_of_an_umbrella_chart(tmp_path) -> None:
     """An umbrella chart passes `global` to every subchart; the schema must let it through."""
-    umbrella = tmp_path / "platform"
-    (umbrella / "charts").mkdir(parents=True)
-    shutil.copytree(CHART, umbrella / "charts" / "spire-health-exporter")
-    (umbrella / "Chart.yaml").write_text(
-        "apiVersion: v2\nname: platform\nversion: 0.1.0\n"
-        "dependencies:\n  - name: spire-health-exporter\n    version: '>=0.0.0-0'\n"
-    )
-    (umbrella / "values.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "global": {
-                    "spire": {"recommendations": {"enabled": True}},
-                    "imageRegistry": "registry.example",
-                },
-                "spire-health-exporter": {"clusterSPIFFEID": {"enabled": True}},
-            }
-        )
+    umbrella = umbrella_chart(
+        tmp_path,
+        {
+            "global": {"spire": {"recommendations": {"enabled": True}}, "imageRegistry": "registry.example"},
+            "spire-health-exporter": {"clusterSPIFFEID": {"enabled": True}},
+        },
     )
     docs = documents(helm_template("--namespace", "spire-system", release="platform", chart=umbrella))
     (cs,) = of_kind(docs, "ClusterSPIFFEID")
