@@ -121,6 +121,9 @@ authentication:              # as in production: the agent's k8s attestor presen
   x509: {{clientCAFile: "{ca}"}}
 authorization: {{mode: Webhook}}
 readOnlyPort: 0
+# Mounted Secrets and ConfigMaps change in the pods on the kubelet's periodic sync (1 min by
+# default): prometheus-operator's rewritten configuration reaches its Prometheus sooner.
+syncFrequency: 10s
 healthzBindAddress: 127.0.0.1
 podLogsDir: "{directory / "pod-logs"}"
 resolvConf: "{directory / "resolv.conf"}"

@@ -71,9 +71,6 @@ MONITORING_IMAGES = {
     "alertmanager": f"localhost/spire-health-exporter-alertmanager:{versions.ALERTMANAGER}",
     "kube-state-metrics": f"localhost/spire-health-exporter-kube-state-metrics:{versions.KUBE_STATE_METRICS}",
 }
-# The server's CA lifetime; a test that needs a CA rotation in minutes brings the cluster up with
-# a shorter one (SHE_CA_TTL).
-CA_TTL = os.environ.get("SHE_CA_TTL", "24h")
 WEBHOOK_PORT = 19095
 WEBHOOK_URL = f"http://{NODE_IP}:{WEBHOOK_PORT}"
 # The node alias every agent of this cluster gets (k8s_psat), and the exporter's own entry: the
@@ -437,7 +434,6 @@ class Cluster:
             NODE_IP=NODE_IP,
             SPIRE_IMAGE=SPIRE_IMAGE,
             AGENT_LOG_LEVEL="DEBUG",
-            CA_TTL=CA_TTL,
             AGENT_MEMORY_LIMIT=os.environ.get("SHE_AGENT_MEMORY_LIMIT", "256Mi"),
         )
         self.kubectl("apply", "-f", "-", stdin=manifest)

@@ -8,13 +8,13 @@ import re
 from dataclasses import dataclass
 
 # An inline span is a command when it starts with one of these and has arguments.
-COMMANDS = ("kubectl", "$SERVER", "grep", "ls", "kill", "curl", "pidof")
+COMMANDS = ("kubectl", "$SERVER", "grep", "ls", "kill", "curl")
 # A ```sh block line that sets a variable the other commands use (NODE, EXP, AGENT, SOCK, SERVER).
 ASSIGNMENT = re.compile(r"^[A-Z]+=")
-# What the runbooks run in the node debug pod's shell: a block's "# inside:" comment, and inline
-# commands that read the node's processes.
-INSIDE = "# inside:"
-NODE_SHELL_WORDS = ("ls", "grep", "kill", "pidof")
+# What the runbooks run in the node debug pod's shell: the indented comment lines after a block's
+# "# inside" comment, and inline commands that read the node's processes.
+INSIDE, INSIDE_LINE = "# inside", "#   "
+NODE_SHELL_WORDS = ("ls", "grep", "kill")
 
 
 @dataclass(frozen=True)
@@ -30,11 +30,12 @@ class Command:
 
 def _block_commands(section: str, block: str) -> list[Command]:
     commands: list[Command] = []
-    current = ""
+    current, inside = "", False
     for line in block.splitlines():
         stripped = line.strip()
-        if stripped.startswith(INSIDE):
-            commands += [Command(section, c.strip(), True) for c in stripped[len(INSIDE) :].split(";")]
+        inside = stripped.startswith(INSIDE) or (inside and line.startswith(INSIDE_LINE))
+        if inside and line.startswith(INSIDE_LINE):
+            commands.append(Command(section, line[len(INSIDE_LINE) :].strip(), True))
             continue
         if not current and (not stripped or stripped.startswith("#")):
             continue

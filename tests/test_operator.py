@@ -30,7 +30,6 @@ import yaml
 from conftest import ROOT, assert_down_leaves_nothing, fill
 
 from harness.local_cluster import (
-    CA_TTL,
     EXPORTER_NAMESPACE,
     EXPORTER_RELEASE,
     EXPORTER_SELECTORS,
@@ -439,57 +438,6 @@ def test_the_servicemonitor_gives_the_same_job_and_node(operator: Cluster) -> No
     )
 
 
-SERVER_DATA = "/run/spire/server-data"  # the server's data volume on the node (harness/k8s/spire.yaml)
-SHORT_CA_TTL = 180  # seconds: long enough for the alert to fire before the CA expires
-
-
-def restart_server_with_ca_ttl(cluster: Cluster, ttl: str) -> None:
-    config = cluster.kubectl_json("get", "configmap", "spire-server", "-n", "spire-server")
-    config["data"]["server.conf"] = re.sub(
-        r'ca_ttl = "[^"]*"', f'ca_ttl = "{ttl}"', config["data"]["server.conf"]
-    )
-    cluster.kubectl("replace", "-f", "-", stdin=json.dumps(config))
-    cluster.kubectl("delete", "pod", "spire-server-0", "-n", "spire-server", timeout=120)
-    cluster.rollout("spire-server", "statefulset/spire-server")
-    wait_until(lambda: "Server is healthy" in cluster.spire_server("healthcheck"), 60, "the server healthy")
-
-
-def test_a_stuck_rotation_of_a_short_lived_ca_fires_server_ca_expiring_soon(operator: Cluster) -> None:
-    """SPIRE's own server telemetry on a real cause: a CA rotation forced (`localauthority x509
-    prepare` and `activate`) under a 3-minute CA TTL, then the server's data volume made read-only
-    (as a full or read-only volume leaves it). The disk KeyManager cannot write the next CA's key,
-    so the CA is not rotated, and SpireServerCAExpiringSoon fires before it expires. Writable
-    again, the server prepares and activates the next CA at once, and the alert resolves."""
-    wait_until(lambda: healthy(operator), 120, "every probe OK in Prometheus")
-    restart_server_with_ca_ttl(operator, f"{SHORT_CA_TTL}s")
-    try:
-        prepared = operator.spire_server("localauthority", "x509", "prepare")
-        (authority,) = re.findall(r"Authority ID:\s*(\S+)", prepared)
-        operator.spire_server("localauthority", "x509", "activate", "-authorityID", authority)
-        activated = time.monotonic()
-        operator.run(["chmod", "0555", SERVER_DATA])
-        try:
-            (alert,) = until_firing(operator, "SpireServerCAExpiringSoon", 240)
-            left = float(alert["value"])
-            after = time.monotonic() - activated
-            print(
-                f"\n{SHORT_CA_TTL} s CA activated -> SpireServerCAExpiringSoon after {after:.0f} s, "
-                f"{left:.0f} s left"
-            )
-            # Past the point SPIRE activates the next CA (a sixth of its lifetime left).
-            assert left < SHORT_CA_TTL / 6 and alert["labels"]["job"] == SERVER_JOB
-            failed = query(operator, '{__name__=~"spire_server_ca_manager_x509_ca_prepare.*", status!="OK"}')
-            shown = [(r["metric"]["__name__"], r["metric"]["status"], r["value"][1]) for r in failed]
-            print(f"the server's failed CA preparations: {shown}")
-            assert any(r["metric"]["__name__"] == "spire_server_ca_manager_x509_ca_prepare" for r in failed)
-        finally:
-            operator.run(["chmod", "0755", SERVER_DATA])
-        wait_until(lambda: not firing(operator, "SpireServerCAExpiringSoon"), 120, "the alert to resolve")
-    finally:
-        restart_server_with_ca_ttl(operator, CA_TTL)
-    wait_until(lambda: healthy(operator), 240, "every probe OK again")
-
-
 # The runbooks' commands that cannot run in this cluster, and why.
 RUNBOOK_UNRUN = {
     "$SERVER federation show -trustDomain <trust domain>": "the cluster's SPIRE federates with no other "
@@ -501,7 +449,7 @@ RUNBOOK_UNRUN = {
 }
 # Run after the others, in this order: they stop the agent or delete pods.
 RUNBOOK_LAST = (
-    "kill -QUIT $(pidof spire-agent)",
+    "kill -QUIT $PID",
     "kubectl -n spire-system logs $AGENT --previous",
     "kubectl -n spire-system delete $AGENT",
     "kubectl -n spire-system delete $EXP",
@@ -539,9 +487,11 @@ def test_every_runbook_command_runs_in_the_cluster(operator: Cluster) -> None:
         text=True,
     ).stdout.split()
     fill = {"<node>": NODE, "<pid>": exporter_pid}
-    preamble = "\n".join(c.text for c in commands if c.assignment)
+    # The variables the runbooks set on the workstation, and in the debug shell.
+    preamble = "\n".join(c.text for c in commands if c.assignment and not c.in_debug_shell)
     for placeholder, value in fill.items():
         preamble = preamble.replace(placeholder, value)
+    shell_preamble = "".join(f"{c.text}\n" for c in commands if c.assignment and c.in_debug_shell)
     agents = operator.spire_server("agent", "list")
     fill["<the agent's SPIFFE ID>"] = re.findall(r"SPIFFE ID\s*:\s*(\S+)", agents)[0]
 
@@ -558,7 +508,7 @@ def test_every_runbook_command_runs_in_the_cluster(operator: Cluster) -> None:
 
     def debug_shell(session: str) -> tuple[int, str]:
         local = debug.replace(" -it ", " ").replace("busybox:1.36", SPIRE_IMAGE)
-        local = local.replace("-- sh", "-- sh -c " + shlex.quote(session))
+        local = local.replace("-- sh", "-- sh -c " + shlex.quote(shell_preamble + session))
         rc, created = runbook_outcome(operator, preamble, local)
         (name,) = re.findall(r"Creating debugging pod (\S+)", created)
         operator.kubectl(
@@ -566,7 +516,9 @@ def test_every_runbook_command_runs_in_the_cluster(operator: Cluster) -> None:
         )
         return rc, created + operator.kubectl("logs", f"pod/{name}")
 
-    inside = [c.text for c in commands if c.in_debug_shell and c.text not in RUNBOOK_LAST]
+    inside = [
+        c.text for c in commands if c.in_debug_shell and not c.assignment and c.text not in RUNBOOK_LAST
+    ]
     session = "".join(f"echo '>>> {i}'; {filled(t)}; echo \"<<< $?\"\n" for i, t in enumerate(inside))
     rc, output = debug_shell(session)
     outcomes.append((debug, rc, output))
@@ -608,9 +560,59 @@ def test_every_runbook_command_runs_in_the_cluster(operator: Cluster) -> None:
     print(f"{len(outcomes)} run, {len(RUNBOOK_UNRUN)} not run here: {sorted(RUNBOOK_UNRUN)}")
     assert not failed, failed
     assert len(outcomes) + len(RUNBOOK_UNRUN) == len([c for c in commands if not c.assignment])
+    assert shell_preamble.count("\n") == 1, shell_preamble
     operator.rollout("spire-system", "daemonset/spire-agent")
     operator.rollout(EXPORTER_NAMESPACE, f"daemonset/{EXPORTER_RELEASE}")
     wait_until(lambda: healthy(operator), 240, "every probe OK after the runbooks")
+
+
+SERVER_DATA = "/run/spire/server-data"  # the server's data volume on the node (harness/k8s/spire.yaml)
+SHORT_CA_TTL = 120  # seconds: the alert fires about 10 s before the CA expires
+
+
+def restart_server_with_ca_ttl(cluster: Cluster, ttl: str) -> None:
+    config = cluster.kubectl_json("get", "configmap", "spire-server", "-n", "spire-server")
+    config["data"]["server.conf"] = re.sub(
+        r'ca_ttl = "[^"]*"', f'ca_ttl = "{ttl}"', config["data"]["server.conf"]
+    )
+    cluster.kubectl("replace", "-f", "-", stdin=json.dumps(config))
+    cluster.kubectl("delete", "pod", "spire-server-0", "-n", "spire-server", timeout=120)
+    cluster.rollout("spire-server", "statefulset/spire-server")
+    wait_until(lambda: "Server is healthy" in cluster.spire_server("healthcheck"), 60, "the server healthy")
+
+
+def test_a_stuck_rotation_of_a_short_lived_ca_fires_server_ca_expiring_soon(operator: Cluster) -> None:
+    """SPIRE's own server telemetry on a real cause: a CA rotation forced (`localauthority x509
+    prepare` and `activate`) under a 2-minute CA TTL, then the server's data volume made read-only
+    (as a full or read-only volume leaves it). The disk KeyManager cannot write the next CA's key,
+    so the CA is not rotated, and SpireServerCAExpiringSoon fires before it expires. Writable
+    again, the server prepares and activates the next CA at once, and the alert resolves."""
+    wait_until(lambda: healthy(operator), 120, "every probe OK in Prometheus")
+    # The last test on this cluster: the short CA TTL stays until the cluster goes.
+    restart_server_with_ca_ttl(operator, f"{SHORT_CA_TTL}s")
+    prepared = operator.spire_server("localauthority", "x509", "prepare")
+    (authority,) = re.findall(r"Authority ID:\s*(\S+)", prepared)
+    operator.spire_server("localauthority", "x509", "activate", "-authorityID", authority)
+    activated = time.monotonic()
+    operator.run(["chmod", "0555", SERVER_DATA])
+    try:
+        (alert,) = until_firing(operator, "SpireServerCAExpiringSoon", 240)
+        left = float(alert["value"])
+        after = time.monotonic() - activated
+        print(
+            f"\n{SHORT_CA_TTL} s CA activated -> SpireServerCAExpiringSoon after {after:.0f} s, "
+            f"{left:.0f} s left"
+        )
+        # Past the point SPIRE activates the next CA (a sixth of its lifetime left).
+        assert left < SHORT_CA_TTL / 6 and alert["labels"]["job"] == SERVER_JOB
+        failed = query(operator, '{__name__=~"spire_server_ca_manager_x509_ca_prepare.*", status!="OK"}')
+        shown = [(r["metric"]["__name__"], r["metric"]["status"], r["value"][1]) for r in failed]
+        print(f"the server's failed CA preparations: {shown}")
+        assert any(r["metric"]["__name__"] == "spire_server_ca_manager_x509_ca_prepare" for r in failed)
+    finally:
+        operator.run(["chmod", "0755", SERVER_DATA])
+    wait_until(lambda: not firing(operator, "SpireServerCAExpiringSoon"), 120, "the alert to resolve")
+    wait_until(lambda: healthy(operator), 240, "every probe OK again")
 
 
 def test_down_leaves_no_process_mount_cgroup_or_device(cluster: Cluster) -> None:
