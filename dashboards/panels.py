@@ -28,13 +28,15 @@ from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 from grafana_foundation_sdk.models import prometheus as pm
 
+from alerts import generate
+
 ALERTS = yaml.safe_load((Path(__file__).resolve().parent.parent / "alerts" / "config.yml").read_text())
 RUNBOOKS: str = ALERTS["runbook_url"]
 OBJECTIVE: float = ALERTS["slo_objective"]
 DS = dm.DataSourceRef(type_val="prometheus", uid="${datasource}")
 SEL = 'cluster=~"$cluster", job=~"$job", node=~"$node"'
 AGENT_SEL = 'cluster=~"$cluster", instance=~"$agent"'
-AGENT_NODE = "instance:spire_agent_node:info"
+AGENT_NODE = generate.AGENT_NODE  # the rules' recording that places agent targets on nodes
 SERVER_SEL = 'cluster=~"$cluster"'
 RULE_SEL = 'cluster=~"$cluster", node=~"$node"'
 CACHED = 'rpc!~"fetch_jwt_svid_roundtrip|debug_get_info"'
