@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from alerts import server
 from alerts.rules import (
     ACTIVATE_CAP_SECONDS,
     ALERTS,
@@ -277,12 +278,16 @@ def _shared(c: dict[str, Any]) -> tuple[dict[str, str], list[dict[str, str]]]:
     agent_expiry = f"spire_health_agent_svid_expiry_timestamp_seconds{{{sel}}}"
     agent_svid_left = f"({agent_expiry} - time()) / spire_health_agent_svid_lifetime_seconds{{{sel}}}"
 
+    server_side, server_fragments = server.rules(c, record)
+
     container = c["agent_container_selector"]
+    # Joined on the cluster too: under a Thanos or Mimir ruler, two clusters may each have a pod
+    # of the same name in the same namespace.
     container_oom = (
         f'(kube_pod_container_status_last_terminated_reason{{{ksm}, {container}, reason="OOMKilled"}} '
-        f"and on (namespace, pod, container) increase(kube_pod_container_status_restarts_total{{{ksm}, "
-        f"{container}}}[{a['SpireAgentContainerOOMKilled']['window']}]) > 0) * on (namespace, pod) group_left (node) "
-        f"max by (namespace, pod, node) (kube_pod_info{{{ksm}, {c['agent_pod_selector']}}})"
+        f"and on (cluster, namespace, pod, container) increase(kube_pod_container_status_restarts_total{{{ksm}, "
+        f"{container}}}[{a['SpireAgentContainerOOMKilled']['window']}]) > 0) * on (cluster, namespace, pod) "
+        f"group_left (node) max by (cluster, namespace, pod, node) (kube_pod_info{{{ksm}, {c['agent_pod_selector']}}})"
     )
     fragments = {
         "failing": failing,
@@ -309,6 +314,8 @@ def _shared(c: dict[str, Any]) -> tuple[dict[str, str], list[dict[str, str]]]:
         "stale_intervals": str(an["intervals"]),
         "agent_svid_left": agent_svid_left,
         "container_oom": container_oom,
+        "server_side": server_side,
+        **server_fragments,
         "burn_fast": burn(FAST_BURN, str(c["slo_objective"])),
         "burn_slow": burn(SLOW_BURN, str(c["slo_objective"])),
     }
@@ -361,8 +368,8 @@ def _params(c: dict[str, Any], name: str, shared: dict[str, str]) -> dict[str, A
         )
         params["restarts_ksm"] = (
             "sum by (cluster, namespace, pod, container, node) (increase(kube_pod_container_status_restarts_total"
-            "{%(ksm_sel)s, %(agent_container_sel)s}[%(window)s]) * on (namespace, pod) group_left (node) "
-            "max by (namespace, pod, node) (kube_pod_info{%(ksm_sel)s, %(agent_pod_sel)s})) >= %(restarts)s"
+            "{%(ksm_sel)s, %(agent_container_sel)s}[%(window)s]) * on (cluster, namespace, pod) group_left (node) "
+            "max by (cluster, namespace, pod, node) (kube_pod_info{%(ksm_sel)s, %(agent_pod_sel)s})) >= %(restarts)s"
             % params
         )
     if name == "SpireHealthExporterNoRegistrationEntry":

@@ -77,7 +77,7 @@ ALERTS = [
     ),
     Alert(
         "SpireServerPathFailing",
-        "%(server_path_share)s unless on (cluster) (%(not_syncing_share)s)",
+        "%(server_path_share)s unless on (cluster) (%(not_syncing_share)s) unless on (cluster) (%(server_side)s)",
         "SPIRE server path failing for many nodes",
         SHARE + " running the round-trip probe could not get a new JWT-SVID signed by the SPIRE server in "
         "the last %(round_trip_window)s (at least %(min_nodes)s nodes): the server, its datastore or the "
@@ -85,7 +85,7 @@ ALERTS = [
     ),
     Alert(
         "SpireAgentsNotSyncing",
-        "%(not_syncing_share)s",
+        "%(not_syncing_share)s unless on (cluster) (%(server_side)s)",
         "SPIRE agents cannot sync with the server",
         SHARE + " failed every sync with the SPIRE server in the last %(sync_window)s, or have not "
         "synced in %(stale_intervals)s sync intervals (at least %(min_nodes)s nodes, from the agents' own "
@@ -125,6 +125,92 @@ ALERTS = [
         "The active X.509 CA of SPIRE server {{ $labels.instance }} in " + CLUSTER + " " + EXPIRY + ", "
         "past the point at which SPIRE activates the next CA (a sixth of its lifetime, at most 7 "
         "days): rotation is stuck. When it expires, no agent can get an SVID signed.",
+    ),
+    # -- the SPIRE server and its datastore, from SPIRE's own server telemetry -----------------
+    # Each names the cause that node-side pages (the round trip, agent syncs) would only show as
+    # a symptom; those leave out a cluster where one of these holds (`server_side`).
+    Alert(
+        "SpireServerDown",
+        "%(servers_down)s",
+        "Every SPIRE server down",
+        "Prometheus cannot scrape any of the {{ $value }} SPIRE servers of " + CLUSTER + ": no agent "
+        "can sync, attest or get an SVID signed. Cached SVIDs are served until they expire.",
+    ),
+    Alert(
+        "SpireServerInstanceDown",
+        "up{%(server_sel)s} == 0 unless on (cluster) (%(servers_down)s)",
+        "SPIRE server down",
+        "Prometheus cannot scrape SPIRE server {{ $labels.instance }} in " + CLUSTER + ", while other "
+        "servers there answer: agents whose connection it held reconnect to them, and the cluster has "
+        "one server fewer of headroom.",
+    ),
+    Alert(
+        "SpireServerDatastoreUnresponsive",
+        "%(datastore_stuck)s",
+        "SPIRE server datastore not answering",
+        "SPIRE server {{ $labels.instance }} in " + CLUSTER + " is up but has completed no datastore call "
+        "in the last %(window)s: its database, or the path to it, has stopped answering. Agent syncs "
+        "and SVID signing wait on it until their deadlines.",
+    ),
+    Alert(
+        "SpireServerDatastoreErrors",
+        "%(datastore_errors)s",
+        "SPIRE server datastore calls failing",
+        "{{ $value | humanizePercentage }} of the datastore calls of SPIRE server {{ $labels.instance }} in "
+        + CLUSTER
+        + " failed in the last %(window)s: the database is down, refusing connections or "
+        "failing queries. Agent syncs, attestation and SVID signing fail with it.",
+    ),
+    Alert(
+        "SpireServerDatastoreSlow",
+        "%(datastore_slow)s",
+        "SPIRE server datastore slow",
+        "The datastore operation {{ $labels.operation }} takes {{ $value | humanizeDuration }} at the "
+        "99th percentile on the slowest SPIRE server of " + CLUSTER + " (over %(seconds)ss in the last "
+        "%(window)s): the database or the network to it. Agents' calls that need the server (new "
+        "SVIDs, syncs, the round trip) slow down with it; cached SVIDs are not affected.",
+    ),
+    Alert(
+        "SpireServerSigningFailing",
+        "%(signing_failing)s",
+        "SPIRE server failing to sign SVIDs",
+        "{{ $value | humanizePercentage }} of the X.509- and JWT-SVID signing calls to SPIRE server "
+        "{{ $labels.instance }} in " + CLUSTER + " failed in the last %(window)s, with the datastore "
+        "healthy: its CA, its KeyManager or its upstream authority. Agents cannot renew SVIDs there.",
+    ),
+    Alert(
+        "SpireServerSigningSlow",
+        "%(signing_slow)s",
+        "SPIRE server slow to sign SVIDs",
+        "{{ $labels.method }} takes {{ $value | humanizeDuration }} at the 99th percentile on the slowest "
+        "SPIRE server of " + CLUSTER + " (over %(seconds)ss in the last %(window)s), with the datastore "
+        "fast: the server's CPU, its KeyManager or its upstream authority.",
+    ),
+    Alert(
+        "SpireServerNodeAttestationFailing",
+        "%(attestation_failing)s",
+        "SPIRE agents failing node attestation",
+        "{{ $value | humanize }} node attestations failed with {{ $labels.status }} on the SPIRE servers "
+        "of " + CLUSTER + " in the last %(window)s: new or restarted agents there get no identity. "
+        "The server's log names each agent and why.",
+    ),
+    Alert(
+        "SpireServerFederationFetchFailing",
+        "%(federation_failing)s",
+        "SPIRE server cannot fetch a federated bundle",
+        "Every fetch of the federated bundle of {{ $labels.trust_domain_id }} by the SPIRE servers of "
+        + CLUSTER
+        + " failed in the last %(window)s: its bundle endpoint is down or unreachable, or "
+        "its certificate no longer verifies. The bundle held goes stale.",
+    ),
+    Alert(
+        "SpireServerEntryCacheBehind",
+        "%(entry_cache_behind)s",
+        "SPIRE server entry cache falling behind",
+        "The registration entry cache of SPIRE server {{ $labels.instance }} in " + CLUSTER + " falls "
+        "behind the datastore: a full reload took longer than its %(reload_seconds)ss interval, or "
+        "more than %(skipped)s event IDs stayed skipped for %(window)s. Agents get new and changed "
+        "entries late.",
     ),
     Alert(
         "SpireWorkloadAPIErrorBudgetBurnFast",
@@ -208,7 +294,8 @@ ALERTS = [
         "SpireAgentServerRoundTripFailing",
         # The opt-in round trip (agent -> server -> datastore): the server path's own signal.
         "%(round_trip_failing)s unless on (job, instance) (%(agent_down)s) "
-        "unless on (cluster) (%(server_path_share)s) unless on (cluster) (%(not_syncing_share)s)",
+        "unless on (cluster) (%(server_path_share)s) unless on (cluster) (%(not_syncing_share)s) "
+        "unless on (cluster) (%(server_side)s)",
         "SPIRE agent cannot get a new SVID signed",
         'The round-trip probe on node %(node)s made {{ printf "%%.0f" $value }} attempts in the last '
         "%(window)s and none got a new JWT-SVID from the SPIRE server: this agent's path to the server, "
@@ -236,7 +323,7 @@ ALERTS = [
     ),
     Alert(
         "SpireAgentServerSyncFailing",
-        "%(sync_failing)s unless on (cluster) (%(not_syncing_share)s)",
+        "%(sync_failing)s unless on (cluster) (%(not_syncing_share)s) unless on (cluster) (%(server_side)s)",
         "SPIRE agent cannot sync with the server",
         "The SPIRE agent on node %(node)s failed {{ $value | humanize }} syncs with the SPIRE server in the "
         "last %(window)s and none succeeded: it serves cached SVIDs until they expire, and new "
@@ -394,7 +481,8 @@ ALERTS = [
     Alert(
         "SpireServerTelemetryMissing",
         "count by (cluster) (up{%(sel)s} == 1) "
-        "unless on (cluster) count by (cluster) (spire_server_uptime_in_ms{%(server_sel)s})",
+        "unless on (cluster) count by (cluster) (spire_server_uptime_in_ms{%(server_sel)s}) "
+        "unless on (cluster) (%(servers_down)s)",
         "SPIRE server telemetry missing",
         "Prometheus has no SPIRE server telemetry in " + CLUSTER + ", where {{ $value }} nodes run the "
         "exporter: SpireServerCAExpiringSoon and the server panels are blind.",

@@ -22,6 +22,7 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import dashboard as dm
 
 from dashboards import panels as p
+from dashboards.server_panels import server_panels
 
 HERE = Path(__file__).resolve().parent
 # The Helm chart can only read files inside itself, so it gets a copy of the dashboards.
@@ -105,7 +106,7 @@ def fleet() -> dict[str, Any]:
         "SPIRE agents: fleet health",
         "Every node's SPIRE agent as its workloads see it, summarised for thousands of nodes: what fails, "
         "where, and what SPIRE itself reports. Open the node dashboard for one node's detail.",
-        p.fleet_rows(),
+        [*p.fleet_rows(), ("SPIRE server and datastore", server_panels())],
         node_multi=True,
     )
 

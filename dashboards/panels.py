@@ -28,7 +28,7 @@ from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 from grafana_foundation_sdk.models import prometheus as pm
 
-from alerts import generate
+from alerts import generate, server
 
 ALERTS = yaml.safe_load((Path(__file__).resolve().parent.parent / "alerts" / "config.yml").read_text())
 RUNBOOKS: str = ALERTS["runbook_url"]
@@ -683,18 +683,25 @@ def why_slow_panels() -> list[Panel]:
         ),
         panel(
             timeseries.Panel,
-            "Latency p99: cached and server round trip",
+            "Latency p99: cached, round trip, and the server behind it",
             [
                 (
                     f"histogram_quantile(0.99, sum by (le, rpc) (rate({BUCKETS}"
                     f'{{{SEL}, rpc=~"fetch_x509_svid|fetch_jwt_svid_roundtrip"}}[$__rate_interval])))',
                     "{{rpc}}",
-                )
+                ),
+                (f"max({server.DATASTORE_P99}{{{SERVER_SEL}}})", "server datastore, slowest operation"),
+                (
+                    f'max({server.RPC_P99}{{{SERVER_SEL}, method="svid_v1_svid_new_jwtsvid"}})',
+                    "server NewJWTSVID",
+                ),
             ],
             "s",
             "Cause 3, a slow server or datastore: the round trip (when enabled) rises while the cached fetch "
-            "stays fast. Both rising together points back at the agent.",
-            "SpireAgentWorkloadAPILatencyHigh",
+            "stays fast. With the servers' datastore or signing 99th percentiles (SPIRE's server telemetry, "
+            "the slowest server's) rising too, the server's side is the cause; with them flat, this node's "
+            "path to the server. Both probes rising together points back at the agent.",
+            "SpireServerDatastoreSlow",
             w=6,
         ),
     ]

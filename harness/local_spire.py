@@ -97,17 +97,22 @@ class LocalSpire:
         agent_extra: str = "",
         trust_domain: str = TRUST_DOMAIN,
         server_extra: str = "",
+        postgres: str | None = None,
     ) -> None:
+        """`postgres`: a connection string; the server keeps its datastore there, else in SQLite."""
         self.bin_dir = bin_dir or find_spire_bin_dir()
         self.version = spire_binary_version(self.bin_dir)
         self.agent_log_level = agent_log_level
         self.agent_extra = agent_extra  # HCL added inside the agent block, e.g. an experimental one
         self.server_extra = server_extra  # HCL added inside the server block, e.g. federation
+        self.postgres = postgres
         self.workload_attestors = UNIX_ATTESTOR
         self._own_workdir = workdir is None
         self.dir = workdir or Path(tempfile.mkdtemp(prefix="spire-"))
         self.trust_domain = trust_domain
         self.server_port = free_port()
+        # Where the agent reaches the server: a load balancer's port in front of several.
+        self.agent_server_port = self.server_port
         self.health_port = free_port()
         self.telemetry_port = free_port()
         self.server_telemetry_port = free_port()
@@ -129,6 +134,11 @@ class LocalSpire:
         (self.dir / "agent" / "data").mkdir(parents=True, exist_ok=True)
         (self.dir / "admin").mkdir(parents=True, exist_ok=True)
         d = self.dir
+        database = (
+            f'database_type = "postgres"\n      connection_string = "{self.postgres}"'
+            if self.postgres
+            else f'database_type = "sqlite3"\n      connection_string = "{d}/server/data/datastore.sqlite3"'
+        )
         (d / "server" / "server.conf").write_text(
             f"""server {{
   bind_address = "127.0.0.1"
@@ -142,8 +152,7 @@ class LocalSpire:
 plugins {{
   DataStore "sql" {{
     plugin_data {{
-      database_type = "sqlite3"
-      connection_string = "{d}/server/data/datastore.sqlite3"
+      {database}
     }}
   }}
   NodeAttestor "join_token" {{
@@ -168,7 +177,7 @@ telemetry {{
   data_dir = "{d}/agent/data"
   log_level = "{self.agent_log_level}"
   server_address = "127.0.0.1"
-  server_port = "{self.server_port}"
+  server_port = "{self.agent_server_port}"
   socket_path = "{self.agent_socket}"
   admin_socket_path = "{self.admin_socket}"
   trust_bundle_path = "{d}/agent/bundle.pem"

@@ -144,7 +144,8 @@ class Alertmanager:
 class PromStack:
     """Prometheus scraping one exporter with the given rule file, alerting a local Alertmanager
     configured from the shipped example with its receivers pointed at `webhook`. `jobs` adds
-    other targets by job name (the agent's own telemetry), with the same labels."""
+    other targets by job name (SPIRE's own telemetry), one address or several, with the same
+    labels."""
 
     def __init__(
         self,
@@ -153,7 +154,7 @@ class PromStack:
         rules: Path,
         webhook: Webhook,
         labels: dict[str, str],
-        jobs: dict[str, str] | None = None,
+        jobs: dict[str, str | list[str]] | None = None,
     ) -> None:
         prometheus, _ = binaries()
         assert prometheus
@@ -171,7 +172,15 @@ class PromStack:
                         ]
                     },
                     "scrape_configs": [
-                        {"job_name": job, "static_configs": [{"targets": [address], "labels": labels}]}
+                        {
+                            "job_name": job,
+                            "static_configs": [
+                                {
+                                    "targets": address if isinstance(address, list) else [address],
+                                    "labels": labels,
+                                }
+                            ],
+                        }
                         for job, address in {
                             "spire-health-exporter": exporter_address,
                             **(jobs or {}),

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, fill, metric_source, require, spire_names_read
+from conftest import ROOT, fill, metric_source, require, spire_names_emitted
 from running import RunningExporter, fast_config
 
 from harness.federation import Federation
@@ -202,7 +202,7 @@ def test_dashboards_rules_and_alert_delivery(stack) -> None:
 
     # Every name of SPIRE's own telemetry that a rule or dashboard uses is one the real agent or
     # server emits, under the job the rules select.
-    spire_names = spire_names_read()
+    spire_names = spire_names_emitted("events_cache")
     assert {metric_source(m) for m in spire_names} == {"agent", "server"}
     for metric in sorted(spire_names):
         job = "spire-" + metric_source(metric)
