@@ -30,11 +30,10 @@ from exporter.probes import spec
 from exporter.result import ProbeResult
 from harness.local_spire import wait_until
 from harness.prom_stack import PromStack, Webhook
-from harness.server_stack import ServerStack
+from harness.server_stack import EVENTS_CACHE, ServerStack
 
 DELAYS_MS = (0, 50, 200, 1000)
 ROUND_TRIP, CACHED = "fetch_jwt_svid_roundtrip", "fetch_x509_svid"
-EVENTS_CACHE = "  experimental {\n    events_based_cache = true\n  }"
 SERVER_ALERTS = (
     "SpireServerDatastoreSlow",
     "SpireServerDatastoreErrors",

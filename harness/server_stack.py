@@ -14,6 +14,9 @@ from harness.postgres import LocalPostgres
 from harness.socket_proxy import SocketProxy
 
 LOOPBACK = "127.0.0.1"
+# The entry cache SPIRE servers on a shared database are usually given: it polls the datastore's
+# event tables instead of reloading every entry every 5 s (server_extra).
+EVENTS_CACHE = "  experimental {\n    events_based_cache = true\n  }"
 
 
 class ServerStack:

@@ -19,14 +19,11 @@ from running import RunningExporter, fast_config
 from harness.local_spire import SpireUnavailable, wait_until
 from harness.postgres import PostgresUnavailable
 from harness.prom_stack import PromStack, Webhook, binaries
-from harness.server_stack import ServerStack
+from harness.server_stack import EVENTS_CACHE, ServerStack
 
 pytestmark = [pytest.mark.spire, pytest.mark.prometheus]
 LABELS = {"node": "test-node", "cluster": "test"}
 ROUND_TRIP = "fetch_jwt_svid_roundtrip"
-# The entry cache SPIRE servers on a shared database are usually given: it polls the datastore's
-# event tables each second instead of reloading every entry every 5 s.
-EVENTS_CACHE = "  experimental {\n    events_based_cache = true\n  }"
 
 
 class Stack:
