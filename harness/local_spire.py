@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -213,8 +213,8 @@ telemetry {{
 
     # -- processes -----------------------------------------------------------------------------
 
-    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
-        log = open(self.dir / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
+    def _spawn(self, name: str, args: list[str], log_path: Path | None = None) -> subprocess.Popen[bytes]:
+        log = open(log_path or self.dir / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
         try:
             return subprocess.Popen(
                 [str(self.bin_dir / name), *args],
@@ -293,6 +293,42 @@ telemetry {{
     def resume_agent(self) -> None:
         assert self.agent
         os.kill(self.agent.pid, signal.SIGCONT)
+
+    @contextlib.contextmanager
+    def a_node_with_a_bad_join_token(self) -> Iterator[None]:
+        """A second node whose join token the server never issued, for the `with` block: SPIRE's
+        agent keeps retrying its attestation, and the server counts each refusal. Its own data
+        directory and socket, no telemetry or health port, so it touches nothing of this one's."""
+        node = Path(tempfile.mkdtemp(prefix="bad-node-", dir=self.dir))
+        (node / "agent.conf").write_text(
+            f"""agent {{
+  data_dir = "{node}/data"
+  log_level = "WARN"
+  server_address = "127.0.0.1"
+  server_port = "{self.agent_server_port}"
+  socket_path = "{node}/agent.sock"
+  trust_bundle_path = "{self.dir}/agent/bundle.pem"
+  trust_domain = "{self.trust_domain}"
+}}
+plugins {{
+  NodeAttestor "join_token" {{
+    plugin_data {{}}
+  }}
+  KeyManager "memory" {{
+    plugin_data {{}}
+  }}
+{UNIX_ATTESTOR}
+}}
+"""
+        )
+        args = ["run", "-config", str(node / "agent.conf"), "-joinToken", "never-issued"]
+        agent = self._spawn("spire-agent", args, self.dir / "bad-node-agent.log")
+        try:
+            yield
+            self._raise_if_dead(agent, "the badly attested spire-agent")
+        finally:
+            self._stop(agent)
+            shutil.rmtree(node, ignore_errors=True)
 
     def limit_agent_memory(self, limit_bytes: int) -> bool:
         """Put the agent (now and after restarts) in a memory cgroup with this limit, as a

@@ -8,6 +8,7 @@ the exporter with the round-trip probe on, and a real Prometheus with the shippe
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,19 @@ def test_every_server_series_a_rule_or_panel_reads_is_emitted_and_documented(sta
         "count by (instance) (instance_operation:spire_server_datastore_calls:total)"
     )["data"]["result"]
     assert len(per_server) == 2 and all(float(s["value"][1]) >= 5 for s in per_server), per_server
+
+
+def test_a_node_with_a_bad_join_token_fires_node_attestation_failing(stack: Stack) -> None:
+    assert not stack.firing("SpireServerNodeAttestationFailing")
+    # SPIRE's agent retries a refused attestation every few seconds, as a misconfigured node does.
+    started = time.monotonic()
+    with stack.spire.servers["a"].a_node_with_a_bad_join_token():
+        (alert,) = stack.until_firing("SpireServerNodeAttestationFailing", 90)
+    took = time.monotonic() - started
+    print(f"\nSpireServerNodeAttestationFailing fired {took:.0f} s after the bad node started")
+    # The server refuses a token it never issued as InvalidArgument; the alert carries that.
+    assert (alert["cluster"], alert["status"]) == ("test", "InvalidArgument"), alert
+    assert stack.cached_ok(), "a stranger's failed attestation reached this node's identity"
 
 
 def test_a_slow_database_pages_once_naming_the_operation(stack: Stack) -> None:

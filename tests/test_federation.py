@@ -1,5 +1,6 @@
 """Two real SPIRE servers, federated: the federated trust domain's bundle series follow its CA
-rotations, and when its server stops, the shipped stale-bundle alert fires in a real Prometheus."""
+rotations, and when its server stops, the shipped stale-bundle alert (from the exporter) and
+federation-fetch alert (from the local server's own telemetry) fire in a real Prometheus."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ CHANGED = (
     (("trust_domain", REMOTE_TRUST_DOMAIN),),
 )
 FIRING = 'ALERTS{alertname="SpireFederatedBundleStale", alertstate="firing"}'
+FETCH_FAILING = 'ALERTS{alertname="SpireServerFederationFetchFailing", alertstate="firing"}'
 
 
 def test_federated_bundle_follows_rotation_and_goes_stale_without_its_server(tmp_path) -> None:
@@ -30,6 +32,8 @@ def test_federated_bundle_follows_rotation_and_goes_stale_without_its_server(tmp
     # every minute, and a refresh may take one more.
     shipped = generate.load_config(ROOT / "alerts" / "config.yml")
     shipped["alerts"]["SpireFederatedBundleStale"].update(refresh_hint=REFRESH_HINT, intervals=2)
+    # Every fetch in the window failed: two of the remote's refresh hints rather than 15 minutes.
+    shipped["alerts"]["SpireServerFederationFetchFailing"]["window"] = f"{2 * REFRESH_HINT}s"
     rules = tmp_path / "rules.yml"
     rules.write_text(generate.render(shipped, "3s")[generate.RULES_FILE])
     try:
@@ -53,11 +57,17 @@ def test_federated_bundle_follows_rotation_and_goes_stale_without_its_server(tmp
             expiry = ("spire_health_trust_bundle_latest_expiry_timestamp_seconds", CHANGED[1])
             assert s[expiry] > time.time()
             prom = PromStack(
-                tmp_path, running.url.removeprefix("http://"), rules, webhook, {"node": "n", "cluster": "c"}
+                tmp_path,
+                running.url.removeprefix("http://"),
+                rules,
+                webhook,
+                {"node": "n", "cluster": "c"},
+                {"spire-server": f"127.0.0.1:{federation.local.server_telemetry_port}"},
             )
             try:
                 time.sleep(5)
                 assert not prom.query(FIRING)["data"]["result"], "stale while the remote is up"
+                assert not prom.query(FETCH_FAILING)["data"]["result"], "fetch failing while the remote is up"
                 federation.remote.stop_server()
                 stopped = time.monotonic()
                 deadline = stopped + 300
@@ -67,10 +77,20 @@ def test_federated_bundle_follows_rotation_and_goes_stale_without_its_server(tmp
                 fired_after = time.monotonic() - stopped
                 (alert,) = prom.query(FIRING)["data"]["result"]
                 assert alert["metric"]["trust_domain"] == REMOTE_TRUST_DOMAIN
+                while not prom.query(FETCH_FAILING)["data"]["result"]:
+                    assert time.monotonic() < deadline, "SpireServerFederationFetchFailing never fired"
+                    time.sleep(2)
+                fetch_failing_after = time.monotonic() - stopped
+                (fetch,) = prom.query(FETCH_FAILING)["data"]["result"]
+                # SPIRE's sink writes the trust domain with "_" for ".", in the label it names.
+                assert fetch["metric"]["trust_domain_id"] == REMOTE_TRUST_DOMAIN.replace(".", "_"), fetch
                 # The bundle stopped changing when its server stopped.
                 changed = running.scrape()[CHANGED]
                 assert changed <= time.time() - fired_after + REFRESH_HINT + 15
-                print(f"SpireFederatedBundleStale fired {fired_after:.0f} s after the remote server stopped")
+                print(
+                    f"after the remote server stopped, SpireFederatedBundleStale fired in {fired_after:.0f} s"
+                    f" and SpireServerFederationFetchFailing in {fetch_failing_after:.0f} s"
+                )
             finally:
                 prom.stop()
     finally:
