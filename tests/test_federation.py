@@ -11,7 +11,7 @@ from conftest import ROOT, require
 from running import RunningExporter, fast_config
 
 from harness.federation import REFRESH_HINT, REMOTE_TRUST_DOMAIN, Federation
-from harness.local_spire import SpireUnavailable
+from harness.local_spire import SpireUnavailable, wait_until
 from harness.prom_stack import PromStack, Webhook, binaries
 
 pytestmark = [pytest.mark.spire, pytest.mark.prometheus]
@@ -71,19 +71,17 @@ def test_federated_bundle_follows_rotation_and_goes_stale_without_its_server(tmp
                 federation.remote.stop_server()
                 stopped = time.monotonic()
                 deadline = stopped + 300
-                while not prom.query(FIRING)["data"]["result"]:
-                    assert time.monotonic() < deadline, "SpireFederatedBundleStale never fired"
-                    time.sleep(2)
-                fired_after = time.monotonic() - stopped
-                (alert,) = prom.query(FIRING)["data"]["result"]
-                assert alert["metric"]["trust_domain"] == REMOTE_TRUST_DOMAIN
-                while not prom.query(FETCH_FAILING)["data"]["result"]:
-                    assert time.monotonic() < deadline, "SpireServerFederationFetchFailing never fired"
-                    time.sleep(2)
-                fetch_failing_after = time.monotonic() - stopped
-                (fetch,) = prom.query(FETCH_FAILING)["data"]["result"]
+
+                def fired(query: str, alertname: str) -> tuple[dict[str, str], float]:
+                    wait = deadline - time.monotonic()
+                    (alert,) = wait_until(lambda: prom.query(query)["data"]["result"], wait, alertname, 2)
+                    return alert["metric"], time.monotonic() - stopped
+
+                stale, fired_after = fired(FIRING, "SpireFederatedBundleStale")
+                assert stale["trust_domain"] == REMOTE_TRUST_DOMAIN
+                fetch, fetch_failing_after = fired(FETCH_FAILING, "SpireServerFederationFetchFailing")
                 # SPIRE's sink writes the trust domain with "_" for ".", in the label it names.
-                assert fetch["metric"]["trust_domain_id"] == REMOTE_TRUST_DOMAIN.replace(".", "_"), fetch
+                assert fetch["trust_domain_id"] == REMOTE_TRUST_DOMAIN.replace(".", "_"), fetch
                 # The bundle stopped changing when its server stopped.
                 changed = running.scrape()[CHANGED]
                 assert changed <= time.time() - fired_after + REFRESH_HINT + 15
