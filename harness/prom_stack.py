@@ -209,6 +209,11 @@ class PromStack:
         )
         return answer
 
+    def firing(self, alertname: str) -> list[dict[str, str]]:
+        """The labels of each firing alert of this name; empty while none fires."""
+        result = self.query(f'ALERTS{{alertstate="firing", alertname="{alertname}"}}')["data"]["result"]
+        return [a["metric"] for a in result]
+
     def stop(self) -> None:
         stop_process(self.prometheus, grace=15)
         self.alertmanager.stop()

@@ -11,7 +11,6 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from conftest import ROOT, metric_source, require, spire_names_emitted, spire_names_read
@@ -31,16 +30,15 @@ class Stack:
     def __init__(self, spire: ServerStack, exporter: RunningExporter, prom: PromStack) -> None:
         self.spire, self.exporter, self.prom = spire, exporter, prom
 
-    def firing(self, alertname: str) -> list[dict[str, Any]]:
-        alerts = self.prom.query(f'ALERTS{{alertstate="firing", alertname="{alertname}"}}')["data"]["result"]
-        return [a["metric"] for a in alerts]
+    def firing(self, alertname: str) -> list[dict[str, str]]:
+        return self.prom.firing(alertname)
 
     def all_firing(self) -> set[str]:
         alerts = self.prom.query('ALERTS{alertstate="firing"}')["data"]["result"]
         return {a["metric"]["alertname"] for a in alerts}
 
-    def until_firing(self, alertname: str, timeout: float) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = wait_until(
+    def until_firing(self, alertname: str, timeout: float) -> list[dict[str, str]]:
+        found: list[dict[str, str]] = wait_until(
             lambda: self.firing(alertname), timeout, alertname, interval=1
         )
         return found

@@ -15,6 +15,7 @@ from exporter._proto import debug_pb2
 from exporter.client import WorkloadClient
 from exporter.probes import spec
 from exporter.probes.debug_get_info import AgentInfo
+from harness.local_spire import wait_until
 from harness.prom_stack import PromStack, Webhook, binaries
 
 LAST_SYNC = ("spire_health_agent_last_sync_success_timestamp_seconds", ())
@@ -65,12 +66,7 @@ def test_last_sync_stops_with_the_server_and_the_alert_fires(healthy_spire, tmp_
             time.sleep(12)
             assert running.scrape()[LAST_SYNC] == last, "the last sync moved with the server stopped"
             assert last <= stopped + 1
-            deadline = time.monotonic() + 60
-            while not prom.query('ALERTS{alertname="SpireAgentNotSynced", alertstate="firing"}')["data"][
-                "result"
-            ]:
-                assert time.monotonic() < deadline, "SpireAgentNotSynced never fired"
-                time.sleep(1)
+            wait_until(lambda: prom.firing("SpireAgentNotSynced"), 60, "SpireAgentNotSynced", 1)
         finally:
             prom.stop()
             webhook.close()
